@@ -1,0 +1,129 @@
+"""The ``/transfer`` grammar: message text in, a typed command or a typed usage error out.
+
+Pure: no I/O, no directory. The target word is kept as typed; :class:`bot.directory.Directory`
+resolves it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+MAX_DIALOGS = 20
+
+
+class DialogKind(StrEnum):
+    """What a dialog number means in Bitrix24."""
+
+    CHAT = "chat"  # CHAT_ID: one dialog, many sessions
+    SESSION = "session"  # a session number, as in "Dialog №3567"
+
+
+@dataclass(frozen=True, slots=True)
+class DialogRef:
+    """A dialog as the supervisor named it."""
+
+    kind: DialogKind
+    number: int
+
+    def __str__(self) -> str:
+        return str(self.number) if self.kind is DialogKind.CHAT else f"s{self.number}"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCommand:
+    """``/transfer <dialog> [<dialog> ...] <target>``, parsed."""
+
+    dialogs: tuple[DialogRef, ...]
+    target: str
+
+
+UsageReason = Literal[
+    "empty", "no_target", "no_dialog", "bad_dialog", "bad_link", "bad_target", "too_many"
+]
+
+
+class UsageError(Exception):
+    """The command cannot be understood; ``reason`` says which part, ``token`` the culprit."""
+
+    def __init__(self, reason: UsageReason, token: str | None = None) -> None:
+        super().__init__(reason if token is None else f"{reason}: {token}")
+        self.reason: UsageReason = reason
+        self.token = token
+
+
+_NUMBER = r"(\d{1,10})"
+_CHAT_FORMS = re.compile(rf"^(?:#|chat)?{_NUMBER}$", re.IGNORECASE)
+_SESSION_FORMS = re.compile(rf"^(?:s|session:|№){_NUMBER}$", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[\s,;]+")
+_TARGET_SHAPE = re.compile(r"^(?:[@#]|queue:|user:|operator:|id:)?[\w-]+$", re.IGNORECASE)
+
+
+def _from_link(token: str) -> DialogRef | None:
+    """A pasted Bitrix24 link: ``?IM_DIALOG=chat2043`` or ``?IM_HISTORY=imol|3567``."""
+    if "IM_DIALOG" not in token.upper() and "IM_HISTORY" not in token.upper():
+        return None
+    query = parse_qs(urlsplit(token).query or token.split("?", 1)[-1])
+    upper = {k.upper(): v for k, v in query.items()}
+    for value in upper.get("IM_DIALOG", []):
+        match = re.fullmatch(r"chat(\d{1,10})", unquote(value), re.IGNORECASE)
+        if match:
+            return DialogRef(DialogKind.CHAT, int(match.group(1)))
+    for value in upper.get("IM_HISTORY", []):
+        match = re.fullmatch(r"imol\|(\d{1,10})", unquote(value), re.IGNORECASE)
+        if match:
+            return DialogRef(DialogKind.SESSION, int(match.group(1)))
+    raise UsageError("bad_link", token)
+
+
+def parse_dialog(token: str, bare_numbers: DialogKind = DialogKind.CHAT) -> DialogRef:
+    """One dialog word in any form of the grammar; raises :class:`UsageError`."""
+    word = token.strip().strip("()[]<>.")
+    link = _from_link(word)
+    if link is not None:
+        return link
+    if word.isdigit():
+        kind = bare_numbers
+        number = int(word)
+    elif match := _CHAT_FORMS.match(word):
+        kind, number = DialogKind.CHAT, int(match.group(1))
+    elif match := _SESSION_FORMS.match(word):
+        kind, number = DialogKind.SESSION, int(match.group(1))
+    else:
+        raise UsageError("bad_dialog", token)
+    if number <= 0 or number > 2**31 - 1:
+        raise UsageError("bad_dialog", token)
+    return DialogRef(kind, number)
+
+
+def _looks_like_dialog(token: str, bare_numbers: DialogKind) -> bool:
+    try:
+        parse_dialog(token, bare_numbers)
+    except UsageError:
+        return False
+    return True
+
+
+def parse_transfer(args: str | None, bare_numbers: DialogKind = DialogKind.CHAT) -> TransferCommand:
+    """Parse what follows ``/transfer``; duplicates collapse, order is kept."""
+    tokens = [t for t in _SEPARATORS.split(args or "") if t]
+    if not tokens:
+        raise UsageError("empty")
+    *dialog_words, target = tokens
+    if _looks_like_dialog(target, bare_numbers):
+        raise UsageError("no_target")
+    if not _TARGET_SHAPE.match(target):
+        raise UsageError("bad_target", target)
+    if not dialog_words:
+        raise UsageError("no_dialog")
+    dialogs: list[DialogRef] = []
+    for word in dialog_words:
+        ref = parse_dialog(word, bare_numbers)
+        if ref not in dialogs:
+            dialogs.append(ref)
+    if len(dialogs) > MAX_DIALOGS:
+        raise UsageError("too_many", str(MAX_DIALOGS))
+    return TransferCommand(tuple(dialogs), target)

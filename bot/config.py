@@ -1,0 +1,436 @@
+"""The bot's configuration: ``config.yaml`` loaded once into frozen, typed objects.
+
+Every problem in a file is collected and reported at once, one line each, naming the key path
+and the line (``operators[2].bitrix_id (line 31): must be a positive integer``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from bot.messages import MessageOverrides, check_overrides
+from bot.yamlsource import Path as KeyPath
+from bot.yamlsource import Problem, YamlDocument, parse_yaml, walk_strings
+
+ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
+ENV_API_URL = "TELEGRAM_API_URL"
+ENV_WEBHOOK = "BITRIX24_WEBHOOK_URL"
+ENV_CONFIG = "BOT_CONFIG"
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Key = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"),
+]
+Username = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^@?[A-Za-z][A-Za-z0-9_]{3,31}$"),
+]
+
+_WEBHOOK_PATH = re.compile(r"^/rest/(?P<user>\d+)/(?P<code>[^/]+)/$")
+_TOKEN_SHAPE = re.compile(r"^\d+:[A-Za-z0-9_-]{20,}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses, where plain http cannot leak anything."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Bitrix24Settings(_Frozen):
+    """How to reach the portal and how politely to call it."""
+
+    webhook_url: SecretStr | None = None
+    timeout_s: float = Field(default=10.0, gt=0, le=60)
+    deadline_s: float = Field(default=15.0, gt=0, le=120)
+    rate_per_s: float = Field(default=2.0, gt=0, le=100)
+    burst: int = Field(default=50, ge=1, le=1000)
+    legacy_transfer_id: bool = False
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _check_webhook(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise ValueError("must be a URL such as https://<portal>/rest/<user_id>/<code>/")
+        url = value.strip()
+        if not url.endswith("/"):
+            url += "/"
+        parts = urlsplit(url)
+        if parts.scheme == "http":
+            if not is_loopback(parts.hostname or ""):
+                raise ValueError(
+                    "must start with https:// (plain http is allowed only for 127.0.0.1/localhost)"
+                )
+        elif parts.scheme != "https":
+            raise ValueError("must start with https://")
+        if not parts.hostname:
+            raise ValueError("has no portal host name")
+        if not _WEBHOOK_PATH.match(parts.path):
+            raise ValueError(
+                "must look like https://<portal>/rest/<user_id>/<code>/ "
+                "(copy it from Bitrix24: Developer resources > Inbound webhook)"
+            )
+        return url
+
+    def masked_webhook(self) -> str:
+        """The webhook URL with its secret code hidden: ``https://portal/rest/1/***/``."""
+        if self.webhook_url is None:
+            return "(not set)"
+        return mask_webhook(self.webhook_url.get_secret_value())
+
+
+def mask_webhook(url: str) -> str:
+    """Hide the code part of a ``/rest/<user>/<code>/`` URL."""
+    return re.sub(r"(/rest/\d+/)[^/]+", r"\1***", url)
+
+
+class TelegramSettings(_Frozen):
+    """The bot's Telegram identity and, optionally, another Bot API server."""
+
+    token: SecretStr | None = None
+    api_url: str | None = None
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _check_token(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or not _TOKEN_SHAPE.match(value.strip()):
+            # never echo the value: it may be a real token with a typo
+            raise ValueError("does not look like a bot token (BotFather gives 123456789:AA...)")
+        return value.strip()
+
+    @field_validator("api_url", mode="before")
+    @classmethod
+    def _check_api_url(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL of a Bot API server, or empty")
+        return value.rstrip("/")
+
+
+class Person(_Frozen):
+    """A supervisor: Telegram numeric user ID and a display name."""
+
+    id: PositiveInt
+    name: Name
+
+
+class Chat(_Frozen):
+    """A group chat where commands are accepted."""
+
+    id: int
+    name: Name
+
+
+class Operator(_Frozen):
+    """An operator as the directory knows them."""
+
+    key: Key
+    bitrix_id: PositiveInt
+    name: Name
+    aliases: tuple[Key, ...] = ()
+    telegram: Username | None = None
+
+    @field_validator("telegram")
+    @classmethod
+    def _strip_at(cls, value: str | None) -> str | None:
+        return value.lstrip("@") if value else value
+
+
+class Queue(_Frozen):
+    """An open line (queue) as the directory knows it."""
+
+    key: Key
+    bitrix_id: PositiveInt
+    name: Name
+    aliases: tuple[Key, ...] = ()
+
+
+class Config(_Frozen):
+    """The whole configuration, validated."""
+
+    bitrix24: Bitrix24Settings = Bitrix24Settings()
+    telegram: TelegramSettings = TelegramSettings()
+    language: Literal["auto", "en", "ru"] = "auto"
+    admin_contact: Name | None = None
+    supervisors: tuple[Person, ...] = ()
+    chats: tuple[Chat, ...] = ()
+    announce_to: int | None = None
+    dialog_numbers: Literal["chat", "session"] = "chat"
+    operators: tuple[Operator, ...] = ()
+    queues: tuple[Queue, ...] = ()
+    messages: MessageOverrides = Field(default_factory=dict)
+
+    def missing_secrets(self) -> list[str]:
+        """What must still be set before the bot can run, one line each, naming the env var."""
+        missing = []
+        if self.telegram.token is None:
+            missing.append(f"telegram.token is not set: export {ENV_TOKEN}=<token from @BotFather>")
+        if self.bitrix24.webhook_url is None:
+            missing.append(
+                f"bitrix24.webhook_url is not set: export {ENV_WEBHOOK}="
+                "https://<portal>/rest/<user_id>/<code>/"
+            )
+        return missing
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; ``problems`` holds one line per problem."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        count = len(problems)
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {count} problem{'s' if count != 1 else ''}\n{lines}")
+
+
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` and ``${VAR:-default}``; ``$$`` stands for a literal ``$``."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        value = env.get(match.group(1), "")
+        if value == "" and match.group(2) is not None:
+            return match.group(2)
+        return value
+
+    return _VAR.sub(replace, text)
+
+
+def _set_path(data: Any, path: KeyPath, value: Any) -> None:
+    target = data
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for var, section, key in (
+        (ENV_TOKEN, "telegram", "token"),
+        (ENV_API_URL, "telegram", "api_url"),
+        (ENV_WEBHOOK, "bitrix24", "webhook_url"),
+    ):
+        value = env.get(var, "")
+        if value:
+            if not isinstance(data.get(section), dict):
+                data[section] = {}
+            data[section][key] = value
+
+
+def _friendly(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "unknown key (a typo?)"
+    if kind in ("int_parsing", "int_type", "int_from_float", "greater_than"):
+        if ctx.get("gt") == 0:
+            return "must be a positive integer"
+        return "must be a whole number"
+    if kind in ("float_parsing", "float_type"):
+        return "must be a number"
+    if kind in ("string_type", "string_too_short"):
+        return "must be non-empty text"
+    if kind == "string_pattern_mismatch":
+        return "must start with a letter and use only letters, digits, _ . - (no spaces)"
+    if kind == "literal_error":
+        return f"must be one of: {ctx.get('expected', '')}".replace("'", "")
+    if kind in ("list_type", "tuple_type"):
+        return "must be a list"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "must be a section of key: value pairs"
+    if kind == "bool_type" or kind == "bool_parsing":
+        return "must be true or false"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return str(error["msg"])
+
+
+_MODELS: dict[str, type[BaseModel]] = {
+    "bitrix24": Bitrix24Settings,
+    "telegram": TelegramSettings,
+    "supervisors": Person,
+    "chats": Chat,
+    "operators": Operator,
+    "queues": Queue,
+}
+
+
+def _suggest_key(loc: KeyPath) -> str:
+    fields: list[str]
+    if len(loc) == 1:
+        fields = list(Config.model_fields)
+    else:
+        model = _MODELS.get(str(loc[0]))
+        fields = list(model.model_fields) if model else []
+    close = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _validation_problems(exc: ValidationError, doc: YamlDocument) -> list[Problem]:
+    problems = []
+    for error in exc.errors():
+        loc: KeyPath = tuple(p for p in error["loc"] if isinstance(p, str | int))
+        message = _friendly(error)
+        if error["type"] == "extra_forbidden":
+            message += _suggest_key(loc)
+        problems.append(Problem(loc, message, doc.line_of(loc)))
+    return problems
+
+
+def _cross_checks(config: Config, doc: YamlDocument) -> list[Problem]:
+    problems: list[Problem] = []
+    names: dict[str, KeyPath] = {}
+
+    def claim(name: str, path: KeyPath) -> None:
+        folded = name.lower()
+        if folded in names:
+            owner = names[folded]
+            problems.append(
+                Problem(
+                    path,
+                    f"'{name}' is already used by {_describe(owner)}: "
+                    "every key, alias and username must be unique",
+                    doc.line_of(path),
+                )
+            )
+        else:
+            names[folded] = path
+
+    directory: tuple[tuple[str, tuple[Operator | Queue, ...]], ...] = (
+        ("operators", config.operators),
+        ("queues", config.queues),
+    )
+    for kind, entries in directory:
+        ids: dict[int, int] = {}
+        for i, entry in enumerate(entries):
+            claim(entry.key, (kind, i, "key"))
+            for j, alias in enumerate(entry.aliases):
+                claim(alias, (kind, i, "aliases", j))
+            if isinstance(entry, Operator) and entry.telegram:
+                claim(entry.telegram, (kind, i, "telegram"))
+            if entry.bitrix_id in ids:
+                path: KeyPath = (kind, i, "bitrix_id")
+                problems.append(
+                    Problem(
+                        path,
+                        f"bitrix_id {entry.bitrix_id} is already used by "
+                        f"{kind}[{ids[entry.bitrix_id]}]",
+                        doc.line_of(path),
+                    )
+                )
+            ids.setdefault(entry.bitrix_id, i)
+
+    listed: tuple[tuple[str, tuple[Person | Chat, ...]], ...] = (
+        ("supervisors", config.supervisors),
+        ("chats", config.chats),
+    )
+    for kind, people in listed:
+        seen: set[int] = set()
+        for i, person in enumerate(people):
+            if person.id in seen:
+                path = (kind, i, "id")
+                problems.append(Problem(path, f"id {person.id} is listed twice", doc.line_of(path)))
+            seen.add(person.id)
+
+    for where, message in check_overrides(config.messages):
+        key_path = ("messages", *where)
+        problems.append(Problem(key_path, message, doc.line_of(key_path)))
+    return problems
+
+
+def _describe(path: KeyPath) -> str:
+    kind, index, field_name = path[0], path[1], path[2]
+    return f"{kind}[{index}].{field_name}"
+
+
+def parse_config(text: str, env: Mapping[str, str], source: str = "config") -> Config:
+    """Validate config text; raises :class:`ConfigError` listing every problem."""
+    doc = parse_yaml(text)
+    if doc.problems and doc.data is None:
+        raise ConfigError(source, doc.problems)
+    if doc.data is None:
+        raise ConfigError(
+            source, [Problem((), "the file is empty; start from the sample config.yaml")]
+        )
+    if not isinstance(doc.data, dict):
+        raise ConfigError(
+            source,
+            [Problem((), "must be a YAML mapping of sections (bitrix24:, telegram:, ...)", 1)],
+        )
+    data: dict[str, Any] = doc.data
+    for path, value in list(walk_strings(data)):
+        if "$" in value:
+            _set_path(data, path, interpolate(value, env))
+    _apply_env(data, env)
+
+    problems = list(doc.problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        problems += _validation_problems(exc, doc)
+        raise ConfigError(source, sorted(problems, key=_line_key)) from None
+    problems += _cross_checks(config, doc)
+    if problems:
+        raise ConfigError(source, sorted(problems, key=_line_key))
+    return config
+
+
+def _line_key(problem: Problem) -> int:
+    return problem.line if problem.line is not None else 0
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a config file; raises :class:`ConfigError` for every kind of problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            str(path), [Problem((), "file not found (use --config PATH or set BOT_CONFIG)")]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(str(path), [Problem((), f"cannot be read: {reason}")]) from None
+    return parse_config(text, os.environ if env is None else env, source=str(path))
+
+
+def config_path(cli_value: str | None, env: Mapping[str, str] | None = None) -> Path:
+    """``--config`` wins, then ``BOT_CONFIG``, then ``./config.yaml``."""
+    environ = os.environ if env is None else env
+    return Path(cli_value or environ.get(ENV_CONFIG) or "config.yaml")

@@ -1,0 +1,183 @@
+"""Who is who: operators and queues by name, resolved from a command's target word.
+
+Built once from config. Lookups are dict hits (O(1)); only a miss pays for "did you mean".
+Knows nothing of HTTP or Telegram.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot.config import Config
+
+
+class Kind(StrEnum):
+    """What a target is in Bitrix24 terms."""
+
+    OPERATOR = "operator"
+    QUEUE = "queue"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a dialog goes: an operator (``USER_ID``) or a queue (``QUEUE_ID``)."""
+
+    kind: Kind
+    bitrix_id: int
+    name: str
+    key: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """The raw form, ``user:15`` or ``queue:3``, as used in logs and the grammar."""
+        prefix = "user" if self.kind is Kind.OPERATOR else "queue"
+        return f"{prefix}:{self.bitrix_id}"
+
+
+class ResolveError(Exception):
+    """A target word that does not name exactly one entry."""
+
+    def __init__(self, token: str, candidates: tuple[Target, ...]) -> None:
+        super().__init__(token)
+        self.token = token
+        self.candidates = candidates
+
+
+class UnknownName(ResolveError):
+    """Nothing has this name; ``candidates`` are the closest names (may be empty)."""
+
+
+class AmbiguousName(ResolveError):
+    """Several entries fit; ``candidates`` lists them."""
+
+
+class BadTarget(ResolveError):
+    """The word cannot be a target at all (``user:abc``, ``@``)."""
+
+
+_RAW = re.compile(r"^(user|queue|id):(\d{1,10})$", re.IGNORECASE)
+_WORD = re.compile(r"[\w-]+")
+
+
+class Directory:
+    """Operators and queues by key, alias, Telegram username and raw ID."""
+
+    def __init__(
+        self,
+        operators: Iterable[Target],
+        queues: Iterable[Target],
+        *,
+        names: dict[tuple[Kind, str], Target] | None = None,
+    ) -> None:
+        self.operators: tuple[Target, ...] = tuple(operators)
+        self.queues: tuple[Target, ...] = tuple(queues)
+        self._names: dict[tuple[Kind, str], Target] = dict(names or {})
+        self._by_id: dict[tuple[Kind, int], Target] = {}
+        self._words: dict[tuple[Kind, str], list[Target]] = {}
+        for target in (*self.operators, *self.queues):
+            self._by_id.setdefault((target.kind, target.bitrix_id), target)
+            if target.key:
+                self._names.setdefault((target.kind, target.key.lower()), target)
+            for word in {w.lower() for w in _WORD.findall(target.name)}:
+                self._words.setdefault((target.kind, word), []).append(target)
+        self._spellings: dict[str, list[Target]] | None = None
+
+    @classmethod
+    def from_config(cls, config: Config) -> Directory:
+        """The directory of a validated config (names there are unique already)."""
+        names: dict[tuple[Kind, str], Target] = {}
+        operators = []
+        for op in config.operators:
+            target = Target(Kind.OPERATOR, op.bitrix_id, op.name, op.key)
+            operators.append(target)
+            for name in (op.key, *op.aliases, *([op.telegram] if op.telegram else [])):
+                names[(Kind.OPERATOR, name.lower())] = target
+        queues = []
+        for q in config.queues:
+            target = Target(Kind.QUEUE, q.bitrix_id, q.name, q.key)
+            queues.append(target)
+            for name in (q.key, *q.aliases):
+                names[(Kind.QUEUE, name.lower())] = target
+        return cls(operators, queues, names=names)
+
+    def name_of(self, kind: Kind, bitrix_id: int) -> str | None:
+        """The display name of a Bitrix24 user or queue ID, if the directory has it."""
+        target = self._by_id.get((kind, bitrix_id))
+        return target.name if target else None
+
+    def by_id(self, kind: Kind, bitrix_id: int) -> Target:
+        """A target for a raw ID, named from the directory when it is there."""
+        found = self._by_id.get((kind, bitrix_id))
+        if found is not None:
+            return found
+        return Target(
+            kind, bitrix_id, f"{'user' if kind is Kind.OPERATOR else 'queue'} {bitrix_id}"
+        )
+
+    def resolve(self, token: str) -> Target:
+        """Resolve a target word of the grammar, or raise a :class:`ResolveError`."""
+        word = token.strip()
+        raw = _RAW.match(word)
+        if raw:
+            prefix, number = raw.group(1).lower(), int(raw.group(2))
+            if number <= 0:
+                raise BadTarget(word, ())
+            return self.by_id(Kind.QUEUE if prefix == "queue" else Kind.OPERATOR, number)
+        kinds: tuple[Kind, ...]
+        lowered = word.lower()
+        if lowered.startswith("@"):
+            kinds, name = (Kind.OPERATOR,), lowered[1:]
+        elif lowered.startswith("#"):
+            kinds, name = (Kind.QUEUE,), lowered[1:]
+        elif lowered.startswith("queue:"):
+            kinds, name = (Kind.QUEUE,), lowered[6:]
+        elif lowered.startswith(("user:", "operator:")):
+            kinds, name = (Kind.OPERATOR,), lowered.split(":", 1)[1]
+        else:
+            kinds, name = (Kind.OPERATOR, Kind.QUEUE), lowered
+        if not name or not _WORD.fullmatch(name):
+            raise BadTarget(word, ())
+        for kind in kinds:
+            found = self._names.get((kind, name))
+            if found is not None:
+                return found
+        by_word = {t for kind in kinds for t in self._words.get((kind, name), ())}
+        if len(by_word) == 1:
+            return by_word.pop()
+        if by_word:
+            raise AmbiguousName(word, tuple(sorted(by_word, key=lambda t: t.name)))
+        raise UnknownName(word, self.suggest(name, kinds))
+
+    def suggest(
+        self, name: str, kinds: tuple[Kind, ...] = (Kind.OPERATOR, Kind.QUEUE), limit: int = 3
+    ) -> tuple[Target, ...]:
+        """The entries whose names are closest to ``name``, best first."""
+        spellings = self._spelling_index()
+        close = difflib.get_close_matches(name.lower(), spellings.keys(), n=limit * 3, cutoff=0.6)
+        found: list[Target] = []
+        for spelling in close:
+            for target in spellings[spelling]:
+                if target.kind in kinds and target not in found:
+                    found.append(target)
+        return tuple(found[:limit])
+
+    def _spelling_index(self) -> dict[str, list[Target]]:
+        # built on the first miss only: most runs never need it
+        if self._spellings is None:
+            index: dict[str, list[Target]] = {}
+            for (_, name), target in self._names.items():
+                index.setdefault(name, []).append(target)
+            for target in (*self.operators, *self.queues):
+                index.setdefault(target.name.lower(), []).append(target)
+            self._spellings = index
+        return self._spellings
+
+    def spelling(self, target: Target) -> str:
+        """How to type ``target`` in a command: ``@anna``, ``#support`` or ``user:15``."""
+        if target.key:
+            return f"@{target.key}" if target.kind is Kind.OPERATOR else f"#{target.key}"
+        return target.ref
