@@ -69,8 +69,8 @@ class Bitrix24Settings(_Frozen):
     webhook_url: SecretStr | None = None
     timeout_s: float = Field(default=10.0, gt=0, le=60)
     deadline_s: float = Field(default=15.0, gt=0, le=120)
-    rate_per_s: float = Field(default=2.0, gt=0, le=100)
-    burst: int = Field(default=50, ge=1, le=1000)
+    rate_per_s: float = Field(default=2.0, gt=0, le=10_000)
+    burst: int = Field(default=50, ge=1, le=10_000)
     legacy_transfer_id: bool = False
 
     @field_validator("webhook_url", mode="before")

@@ -84,6 +84,10 @@ class Directory:
                 self._names.setdefault((target.kind, target.key.lower()), target)
             for word in {w.lower() for w in _WORD.findall(target.name)}:
                 self._words.setdefault((target.kind, word), []).append(target)
+        self._other_names: dict[Target, list[str]] = {}
+        for (_, name), target in self._names.items():
+            if name != (target.key or "").lower():
+                self._other_names.setdefault(target, []).append(name)
         self._spellings: dict[str, list[Target]] | None = None
 
     @classmethod
@@ -175,6 +179,12 @@ class Directory:
                 index.setdefault(target.name.lower(), []).append(target)
             self._spellings = index
         return self._spellings
+
+    def spellings(self, target: Target) -> list[str]:
+        """Every way to type ``target``: key first, then aliases and the Telegram username."""
+        sigil = "@" if target.kind is Kind.OPERATOR else "#"
+        others = sorted(self._other_names.get(target, ()))
+        return [self.spelling(target), *(f"{sigil}{name}" for name in others)]
 
     def spelling(self, target: Target) -> str:
         """How to type ``target`` in a command: ``@anna``, ``#support`` or ``user:15``."""

@@ -252,6 +252,10 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "☑️ Dialog {dialog} is already with {target}; nothing to do.",
         "☑️ Диалог {dialog} уже у {target}, ничего не делаю.",
     ),
+    "result.duplicate": (
+        "↪️ {token} is dialog {dialog} again; done once.",
+        "↪️ {token} — это снова диалог {dialog}; сделано один раз.",
+    ),
     "result.failed": ("❌ Dialog {dialog}: {reason}", "❌ Диалог {dialog}: {reason}"),
     "result.summary": (
         "{done} of {total} transferred to {target}:",
@@ -272,6 +276,16 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "<code>{user_id}</code>.",
         "Извините, вас нет в списке супервайзеров этого бота. Попросите {admin} добавить ваш "
         "Telegram ID <code>{user_id}</code>.",
+    ),
+    "wrong_chat": (
+        "I only work in the team chats listed in my config. Ask {admin} to add this chat "
+        "(ID <code>{chat_id}</code>), or write to me privately.",
+        "Я работаю только в чатах команды из моих настроек. Попросите {admin} добавить этот "
+        "чат (ID <code>{chat_id}</code>) или напишите мне в личку.",
+    ),
+    "not_understood": (
+        "I only understand commands. See /help.",
+        "Я понимаю только команды. См. /help.",
     ),
     "help": (
         "I move Bitrix24 dialogs between operators and queues.\n\n"

@@ -1,0 +1,19 @@
+"""aiogram routers: one module per command family, composed here with their middlewares."""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from handlers import info, transfer
+from handlers.middlewares import AccessMiddleware, LanguageMiddleware
+
+
+def build_router() -> Router:
+    """The bot's root router: language, then access, then the commands."""
+    root = Router(name="handoff")
+    for observer in (root.message, root.callback_query):
+        observer.middleware(LanguageMiddleware())
+        observer.middleware(AccessMiddleware())
+    # transfer before info: info's private-chat catch-all must come last
+    root.include_routers(transfer.build_router(), info.build_router())
+    return root

@@ -40,6 +40,8 @@ from bot.directory import Kind, Target
 
 log = logging.getLogger(__name__)
 
+# methods that change something: never repeated when they may have run
+WRITES = frozenset({TRANSFER, FINISH, "batch"})
 _FIRST_BACKOFF_S = 0.5
 _MAX_BACKOFF_S = 4.0
 _MIN_ATTEMPT_S = 0.5  # not worth starting an attempt with less time than this left
@@ -124,11 +126,13 @@ class BitrixClient:
     async def call(self, method: str, params: dict[str, Any] | None = None) -> Any:
         """Call ``method``; returns ``result`` or raises :class:`BitrixError`.
 
-        Reads are repeated on any transient failure; use :meth:`transfer`/:meth:`finish` for
-        writes, which look before they repeat.
+        Reads are repeated on any transient failure; writes only when they surely did not run
+        (:meth:`transfer` also looks at the dialog before it repeats).
         """
         deadline = asyncio.get_running_loop().time() + self._settings.deadline_s
-        return await self._call_until(deadline, method, params or {}, repeat_unknown=True)
+        return await self._call_until(
+            deadline, method, params or {}, repeat_unknown=method not in WRITES
+        )
 
     async def _call_until(
         self, deadline: float, method: str, params: dict[str, Any], *, repeat_unknown: bool

@@ -270,7 +270,10 @@ class Fault:
         apply: bool = False,
         delay_s: float = 0.0,
     ) -> Fault:
-        """Answer a Bitrix24 error; status and description default to the facts sheet's."""
+        """Answer a Bitrix24 error body; status and description default to the facts sheet's.
+
+        A code the facts sheet lacks defaults to 400 with the code as its description.
+        """
         if code in _ERRORS:
             default_status, payload = error_body(code, status=status)
         else:
@@ -441,7 +444,7 @@ class PortalSimulator:
         """Serve on ``host:port`` (0 = any free port); return the webhook URL."""
         if self._runner is not None:
             return self.url
-        self._closing.clear()
+        self._closing = asyncio.Event()
         runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
@@ -452,9 +455,8 @@ class PortalSimulator:
             raise
         self._runner = runner
         bound_host, bound_port = runner.addresses[0][:2]
-        self._url = (
-            f"http://{bound_host}:{bound_port}/rest/{self.webhook_user_id}/{self.webhook_code}/"
-        )
+        netloc = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self._url = f"http://{netloc}:{bound_port}/rest/{self.webhook_user_id}/{self.webhook_code}/"
         return self._url
 
     async def close(self) -> None:
@@ -494,6 +496,11 @@ class PortalSimulator:
     def pending_faults(self) -> int:
         """How many injected faults are still to be played."""
         return sum(slot.left for slot in self._faults)
+
+    @property
+    def bucket_level(self) -> float:
+        """The leaky-bucket counter as of the last request."""
+        return self._bucket
 
     def calls_to(self, method: str) -> list[PortalCall]:
         """Recorded calls of one method (batch commands included)."""
@@ -580,11 +587,6 @@ class PortalSimulator:
             return False
         self._bucket += 1
         return True
-
-    @property
-    def bucket_level(self) -> float:
-        """The leaky-bucket counter as of the last request."""
-        return self._bucket
 
     def _take_fault(self, method: str) -> Fault | None:
         """Pop the first queued fault that matches ``method``."""

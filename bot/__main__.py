@@ -1,0 +1,107 @@
+"""Command line: ``python -m bot`` (run), ``python -m bot demo``, ``python -m bot check``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from bot.config import Config, ConfigError, config_path, load_config
+from bot.directory import Directory
+from bot.logs import setup_logging
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="Telegram bot that moves Bitrix24 open-line dialogs between operators.",
+    )
+    parser.add_argument("--config", help="config file (default: $BOT_CONFIG or ./config.yaml)")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,check}")
+    sub.add_parser("run", help="run the bot with long polling (the default)")
+    sub.add_parser("demo", help="try the bot in a console sandbox: no Telegram, no portal")
+    sub.add_parser("check", help="validate the config and print the directory")
+    for name in ("run", "demo", "check"):
+        sub.choices[name].add_argument("--config", default=argparse.SUPPRESS, help="config file")
+    return parser
+
+
+def _load(path_arg: str | None) -> Config | None:
+    path = config_path(path_arg)
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return None
+
+
+def check(path_arg: str | None) -> int:
+    """Validate a config file; print the directory (exit 0) or every problem (exit 1)."""
+    config = _load(path_arg)
+    if config is None:
+        return EXIT_PROBLEMS
+    directory = Directory.from_config(config)
+    print(f"{config_path(path_arg)}: OK")
+    everyone = (*directory.operators, *directory.queues)
+    width = max((len(" ".join(directory.spellings(t))) for t in everyone), default=0)
+    for title, entries in (("operators", directory.operators), ("queues", directory.queues)):
+        print(f"\n{title} ({len(entries)})")
+        for target in entries:
+            names = " ".join(directory.spellings(target))
+            print(f"  {names:<{width}}  {target.bitrix_id:>7}  {target.name}")
+    print(
+        f"\nsupervisors: {len(config.supervisors)}, group chats: {len(config.chats)}, "
+        f"announce to: {config.announce_to if config.announce_to is not None else '-'}"
+    )
+    print(f"bitrix24: {config.bitrix24.masked_webhook()}")
+    for line in config.missing_secrets():
+        print(f"note: {line} (needed to run)")
+    return EXIT_OK
+
+
+def run(path_arg: str | None, log_level: str) -> int:
+    """Run the bot with polling until SIGINT/SIGTERM."""
+    config = _load(path_arg)
+    if config is None:
+        return EXIT_USAGE
+    missing = config.missing_secrets()
+    if missing:
+        for line in missing:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
+    from bot.app import run_polling  # aiogram is imported only when the bot really runs
+
+    secrets = [
+        s.get_secret_value()
+        for s in (config.telegram.token, config.bitrix24.webhook_url)
+        if s is not None
+    ]
+    setup_logging(log_level, secrets)
+    asyncio.run(run_polling(config))
+    return EXIT_OK
+
+
+def demo(path_arg: str | None, log_level: str) -> int:
+    """The console sandbox: the real bot against an embedded portal and Bot API."""
+    from bot.sandbox.demo import run_demo
+
+    path = config_path(path_arg)
+    return asyncio.run(run_demo(path, log_level))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m bot`` and the ``handoff-bot`` script."""
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        return check(args.config)
+    if args.command == "demo":
+        return demo(args.config, args.log_level)
+    return run(args.config, args.log_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The transfer workflow: look at each dialog, skip what needs nothing, move the rest.
+
+Knows Bitrix24 through :class:`BitrixClient` and nothing of Telegram, so every decision here
+is unit-tested without a bot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot.bitrix24.client import BitrixClient, Dialog
+from bot.bitrix24.errors import BitrixError
+from bot.command import DialogRef
+from bot.directory import Target
+
+log = logging.getLogger(__name__)
+
+
+class Status(StrEnum):
+    """How one dialog's transfer ended."""
+
+    MOVED = "moved"
+    ALREADY = "already"  # it was with the target before we started: nothing sent
+    DUPLICATE = "duplicate"  # another word of the same command named the same dialog
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One dialog's result, with what the supervisor needs to read it."""
+
+    ref: DialogRef
+    status: Status
+    dialog: Dialog | None = None  # as it was before the transfer
+    error: BitrixError | None = None
+
+    @property
+    def label(self) -> str:
+        """The dialog's number as Bitrix24 shows it (CHAT_ID once known)."""
+        return str(self.dialog.chat_id) if self.dialog else str(self.ref)
+
+
+class Handoff:
+    """Transfers dialogs; one dialog is never moved by two commands at the same time."""
+
+    def __init__(self, client: BitrixClient) -> None:
+        self._client = client
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    async def transfer(self, refs: Sequence[DialogRef], target: Target) -> list[Outcome]:
+        """Transfer each dialog to ``target``; one :class:`Outcome` per ref, in order."""
+        started = time.monotonic()
+        try:
+            looks = await asyncio.gather(*(self._look(ref) for ref in refs))
+            seen: set[int] = set()
+            jobs: list[Awaitable[Outcome]] = []
+            for ref, look in zip(refs, looks, strict=True):
+                if isinstance(look, BitrixError):
+                    jobs.append(_ready(Outcome(ref, Status.FAILED, error=look)))
+                elif look.chat_id in seen:
+                    jobs.append(_ready(Outcome(ref, Status.DUPLICATE, look)))
+                else:
+                    seen.add(look.chat_id)
+                    jobs.append(self._move(ref, look, target))
+            outcomes = list(await asyncio.gather(*jobs))
+        finally:
+            # forget idle locks so the table does not grow with every dialog ever moved
+            self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+        for outcome in outcomes:
+            _log(outcome, target, started)
+        return outcomes
+
+    async def _look(self, ref: DialogRef) -> Dialog | BitrixError:
+        try:
+            return await self._client.dialog(ref)
+        except BitrixError as err:
+            return err
+
+    async def _move(self, ref: DialogRef, dialog: Dialog, target: Target) -> Outcome:
+        lock = self._locks.setdefault(dialog.chat_id, asyncio.Lock())
+        contended = lock.locked()
+        async with lock:
+            if contended:
+                # another command moved (or tried to move) it while we waited: look again
+                try:
+                    dialog = await self._client.dialog(dialog.chat_id)
+                except BitrixError as err:
+                    return Outcome(ref, Status.FAILED, dialog, err)
+            if dialog.held_by(target):
+                return Outcome(ref, Status.ALREADY, dialog)
+            try:
+                await self._client.transfer(dialog.chat_id, target)
+            except BitrixError as err:
+                return Outcome(ref, Status.FAILED, dialog, err)
+            return Outcome(ref, Status.MOVED, dialog)
+
+
+async def _ready(outcome: Outcome) -> Outcome:
+    return outcome
+
+
+def _log(outcome: Outcome, target: Target, started: float) -> None:
+    code = outcome.error.code if outcome.error else outcome.status.value
+    log.info(
+        "transfer dialog=%s target=%s outcome=%s latency_ms=%.0f",
+        outcome.label,
+        target.ref,
+        code,
+        (time.monotonic() - started) * 1000,
+    )

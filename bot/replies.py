@@ -1,0 +1,167 @@
+"""What the bot says: outcomes, usage errors and directory listings rendered as Telegram HTML.
+
+Pure functions of their inputs (messages, directory, outcomes), so every reply is unit-tested
+without Telegram. Every dynamic value is escaped by :class:`bot.messages.Messages`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.bitrix24.client import Dialog
+from bot.command import UsageError
+from bot.directory import AmbiguousName, Directory, Kind, ResolveError, Target, UnknownName
+from bot.handoff import Outcome, Status
+from bot.messages import Html, Lang, Messages, escape
+
+
+class Replies:
+    """Renders the bot's texts for one configured team."""
+
+    def __init__(self, messages: Messages, directory: Directory) -> None:
+        self.messages = messages
+        self.directory = directory
+
+    # ---- names --------------------------------------------------------------------------
+
+    def target(self, target: Target, lang: Lang) -> Html:
+        """A target's display name, or "user 15" / "queue 3" for raw IDs."""
+        if target.key is None and self.directory.name_of(target.kind, target.bitrix_id) is None:
+            if target.kind is Kind.OPERATOR:
+                return self.messages.text("holder.user", lang, id=target.bitrix_id)
+            return escape(f"queue:{target.bitrix_id}")
+        return escape(target.name)
+
+    def holder(self, dialog: Dialog, lang: Lang) -> Html:
+        """Who holds a dialog now: an operator's name, "user 27", or the queue it waits in."""
+        if dialog.owner_id > 0:
+            name = self.directory.name_of(Kind.OPERATOR, dialog.owner_id)
+            if name is not None:
+                return escape(name)
+            return self.messages.text("holder.user", lang, id=dialog.owner_id)
+        if dialog.line_id is not None:
+            queue = self.directory.name_of(Kind.QUEUE, dialog.line_id)
+            if queue is not None:
+                return escape(queue)
+        return self.messages.text("holder.nobody", lang)
+
+    @staticmethod
+    def dialog(outcome: Outcome) -> Html:
+        """``2043 «Ivan — WhatsApp»``, or the number as typed if the dialog was not found."""
+        if outcome.dialog is None:
+            return escape(outcome.label)
+        if not outcome.dialog.name:
+            return escape(outcome.dialog.chat_id)
+        return escape(f"{outcome.dialog.chat_id} «{outcome.dialog.name}»")
+
+    # ---- transfer results ---------------------------------------------------------------
+
+    def outcome(self, outcome: Outcome, target: Target, lang: Lang) -> Html:
+        """One line for one dialog."""
+        text = self.messages.text
+        if outcome.status is Status.MOVED:
+            assert outcome.dialog is not None
+            return text(
+                "result.ok",
+                lang,
+                dialog=self.dialog(outcome),
+                previous=self.holder(outcome.dialog, lang),
+                target=self.target(target, lang),
+            )
+        if outcome.status is Status.ALREADY:
+            return text(
+                "result.already",
+                lang,
+                dialog=self.dialog(outcome),
+                target=self.target(target, lang),
+            )
+        if outcome.status is Status.DUPLICATE:
+            return text("result.duplicate", lang, dialog=self.dialog(outcome), token=outcome.ref)
+        assert outcome.error is not None
+        reason = self.messages.error(outcome.error.code, outcome.error.status, lang)
+        return text("result.failed", lang, dialog=self.dialog(outcome), reason=reason)
+
+    def transfer(self, outcomes: Sequence[Outcome], target: Target, lang: Lang) -> Html:
+        """The reply to one ``/transfer``: a line per dialog."""
+        return Html("\n".join(self.outcome(o, target, lang) for o in outcomes))
+
+    def announcement(
+        self, outcomes: Sequence[Outcome], target: Target, by: str, lang: Lang
+    ) -> Html | None:
+        """The team-chat line(s) for the dialogs that moved, or None if none did."""
+        lines = [
+            self.messages.text(
+                "announce",
+                lang,
+                dialog=self.dialog(o),
+                previous=self.holder(o.dialog, lang),
+                target=self.target(target, lang),
+                by=by,
+            )
+            for o in outcomes
+            if o.status is Status.MOVED and o.dialog is not None
+        ]
+        return Html("\n".join(lines)) if lines else None
+
+    # ---- bad input ----------------------------------------------------------------------
+
+    def example(self) -> str:
+        """A real example command from this team's directory."""
+        if self.directory.operators:
+            return f"/transfer 2043 {self.directory.spelling(self.directory.operators[0])}"
+        if self.directory.queues:
+            return f"/transfer 2043 {self.directory.spelling(self.directory.queues[0])}"
+        return "/transfer 2043 user:15"
+
+    def usage(self, lang: Lang, error: UsageError | None = None) -> Html:
+        """What was wrong (if anything) and the usage line with a real example."""
+        usage = self.messages.text("usage", lang, example=self.example())
+        if error is None:
+            return usage
+        params: dict[str, object] = {"token": error.token or ""}
+        if error.reason == "too_many":
+            params = {"limit": error.token or ""}
+        return Html(f"{self.messages.text(f'usage.{error.reason}', lang, **params)}\n{usage}")
+
+    def unresolved(self, error: ResolveError, lang: Lang) -> Html:
+        """ "Did you mean", "fits several", or "not a name" for a target word."""
+        text = self.messages.text
+        spelled = [
+            Html(f"<code>{escape(self.directory.spelling(t))}</code> ({escape(t.name)})")
+            for t in error.candidates
+        ]
+        joined = Html(text("or", lang).join(spelled))
+        if isinstance(error, AmbiguousName):
+            return text("ambiguous_name", lang, token=error.token, candidates=joined)
+        if isinstance(error, UnknownName):
+            if spelled:
+                return text("unknown_name", lang, token=error.token, suggestions=joined)
+            return text("unknown_name.none", lang, token=error.token)
+        return Html(f"{text('usage.bad_target', lang, token=error.token)}\n{self.usage(lang)}")
+
+    # ---- help and listings --------------------------------------------------------------
+
+    def help(self, lang: Lang) -> Html:
+        """/help with this team's own names in the examples."""
+        ops, queues = self.directory.operators, self.directory.queues
+        return self.messages.text(
+            "help",
+            lang,
+            operator=ops[0].key if ops and ops[0].key else "anna",
+            queue=queues[0].key if queues and queues[0].key else "support",
+        )
+
+    def listing(self, kind: Kind, lang: Lang) -> Html:
+        """/operators or /queues: one compact line per entry, with every name that works."""
+        entries = self.directory.operators if kind is Kind.OPERATOR else self.directory.queues
+        title = self.messages.text(
+            "operators.title" if kind is Kind.OPERATOR else "queues.title", lang
+        )
+        if not entries:
+            return Html(f"{title}\n{self.messages.text('directory.empty', lang)}")
+        lines: list[str] = [title]
+        for entry in sorted(entries, key=lambda t: t.name.lower()):
+            names = self.directory.spellings(entry)
+            spelled = " ".join(f"<code>{escape(n)}</code>" for n in names)
+            lines.append(f"{spelled} — {escape(entry.name)} · {escape(entry.bitrix_id)}")
+        return Html("\n".join(lines))

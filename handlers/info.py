@@ -1,0 +1,42 @@
+"""/start, /help, /operators, /queues: what the bot does and who is in the directory."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandStart
+from aiogram.types import Message
+
+from bot.directory import Kind
+from bot.messages import Lang
+from bot.replies import Replies
+
+
+async def help_(message: Message, replies: Replies, lang: Lang) -> None:
+    """Usage with this team's own names."""
+    await message.answer(replies.help(lang))
+
+
+async def operators(message: Message, replies: Replies, lang: Lang) -> None:
+    """The operators and every name that reaches them."""
+    await message.answer(replies.listing(Kind.OPERATOR, lang))
+
+
+async def queues(message: Message, replies: Replies, lang: Lang) -> None:
+    """The queues (open lines) and every name that reaches them."""
+    await message.answer(replies.listing(Kind.QUEUE, lang))
+
+
+async def not_understood(message: Message, replies: Replies, lang: Lang) -> None:
+    """Anything else in a private chat: point to /help rather than stay silent."""
+    await message.answer(replies.messages.text("not_understood", lang))
+
+
+def build_router() -> Router:
+    """Help and directory listings; the private-chat catch-all is registered last."""
+    router = Router(name="info")
+    router.message.register(help_, CommandStart())
+    router.message.register(help_, Command("help"))
+    router.message.register(operators, Command("operators"))
+    router.message.register(queues, Command("queues"))
+    router.message.register(not_understood, F.chat.type == "private")
+    return router

@@ -1,0 +1,357 @@
+"""The Bitrix24 client against a real HTTP server on 127.0.0.1 (the portal simulator)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import pytest
+
+from bot.bitrix24.client import BitrixClient
+from bot.bitrix24.codes import KNOWN_CODES, OURS, KnownCode
+from bot.bitrix24.errors import BitrixError
+from bot.command import DialogKind, DialogRef
+from bot.directory import Kind, Target
+from bot.sandbox.portal import Fault, PortalSimulator
+from tests.conftest import (
+    ANNA,
+    BOB,
+    PAVEL,
+    SALES,
+    SUPPORT,
+    WEBHOOK_CODE,
+    bitrix_settings,
+    make_portal,
+)
+
+TRANSFER = "imopenlines.operator.transfer"
+DIALOG_GET = "imopenlines.dialog.get"
+FINISH = "imopenlines.operator.another.finish"
+
+TO_ANNA = Target(Kind.OPERATOR, ANNA, "Anna Smirnova", "anna")
+TO_SALES = Target(Kind.QUEUE, SALES, "Sales line", "sales")
+
+
+def client_for(portal: PortalSimulator, **overrides: object) -> BitrixClient:
+    return BitrixClient(bitrix_settings(portal.url, **overrides))
+
+
+def applied(portal: PortalSimulator, method: str) -> int:
+    return sum(1 for call in portal.calls_to(method) if call.applied and call.status == 200)
+
+
+async def test_dialog_by_chat_id_and_by_session(portal: PortalSimulator) -> None:
+    async with client_for(portal) as client:
+        by_chat = await client.dialog(DialogRef(DialogKind.CHAT, 2043))
+        by_session = await client.dialog(DialogRef(DialogKind.SESSION, 3567))
+    assert by_chat == by_session
+    assert (by_chat.chat_id, by_chat.owner_id, by_chat.line_id) == (2043, BOB, SUPPORT)
+    assert by_chat.name == "Ivan Petrov — WhatsApp"
+    assert by_chat.channel == "whatsapp"
+    assert [c.params for c in portal.calls_to(DIALOG_GET)] == [
+        {"CHAT_ID": 2043},
+        {"SESSION_ID": 3567},
+    ]
+
+
+async def test_transfer_to_operator_sends_chat_id_and_user_id_only(portal: PortalSimulator) -> None:
+    async with client_for(portal) as client:
+        await client.transfer(2043, TO_ANNA)
+    assert [c.params for c in portal.calls_to(TRANSFER)] == [{"CHAT_ID": 2043, "USER_ID": ANNA}]
+    assert portal.dialogs[2043].owner == ANNA
+
+
+async def test_transfer_to_queue_sends_queue_id_only(portal: PortalSimulator) -> None:
+    async with client_for(portal) as client:
+        await client.transfer(2043, TO_SALES)
+    assert [c.params for c in portal.calls_to(TRANSFER)] == [{"CHAT_ID": 2043, "QUEUE_ID": SALES}]
+    assert portal.dialogs[2043].line_id == SALES
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (TO_ANNA, {"CHAT_ID": 2043, "TRANSFER_ID": "15"}),
+        (TO_SALES, {"CHAT_ID": 2043, "TRANSFER_ID": "queue5"}),
+    ],
+)
+async def test_legacy_portals_get_transfer_id(
+    portal: PortalSimulator, target: Target, expected: dict[str, object]
+) -> None:
+    async with client_for(portal, legacy_transfer_id=True) as client:
+        await client.transfer(2043, target)
+    assert [c.params for c in portal.calls_to(TRANSFER)] == [expected]
+
+
+async def test_portal_refusal_is_a_typed_error_and_not_retried(portal: PortalSimulator) -> None:
+    async with client_for(portal) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.transfer(2043, Target(Kind.OPERATOR, PAVEL, "Pavel"))
+    assert (caught.value.code, caught.value.status, caught.value.method) == (
+        "OPERATOR_WRONG",
+        400,
+        TRANSFER,
+    )
+    assert len(portal.calls_to(TRANSFER)) == 1
+
+
+async def test_unknown_dialog_is_access_error(portal: PortalSimulator) -> None:
+    async with client_for(portal) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.dialog(9999)
+    assert (caught.value.code, caught.value.status) == ("ACCESS_ERROR", 400)
+    assert len(portal.calls_to(DIALOG_GET)) == 1
+
+
+FINAL_CODES = [k for k in KNOWN_CODES if k.method != OURS and k.code != "QUERY_LIMIT_EXCEEDED"]
+# answers that may hide a write that ran: repeated on reads only
+TRANSIENT = {"QUERY_LIMIT_EXCEEDED", "INTERNAL_SERVER_ERROR", "ERROR_UNEXPECTED_ANSWER"}
+
+
+@pytest.mark.parametrize("known", FINAL_CODES, ids=lambda k: f"{k.code}-{k.status}")
+async def test_every_bitrix_code_arrives_with_its_status_and_is_not_repeated(
+    portal: PortalSimulator, known: KnownCode
+) -> None:
+    portal.inject(TRANSFER, Fault.error(known.code, status=known.status), times=1)
+    async with client_for(portal) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.call(TRANSFER, {"CHAT_ID": 2043, "USER_ID": ANNA})
+    assert (caught.value.code, caught.value.status) == (known.code, known.status)
+    assert len(portal.calls_to(TRANSFER)) == 1, "a write is never repeated on this answer"
+    assert portal.dialogs[2043].owner == BOB
+
+
+@pytest.mark.parametrize("code", sorted(TRANSIENT))
+async def test_transient_codes_are_retried_on_reads(portal: PortalSimulator, code: str) -> None:
+    portal.inject(DIALOG_GET, Fault.error(code), times=1)
+    async with client_for(portal) as client:
+        dialog = await client.dialog(2043)
+    assert dialog.owner_id == BOB
+    assert len(portal.calls_to(DIALOG_GET)) == 2
+
+
+async def test_query_limit_then_success_is_one_transfer(portal: PortalSimulator) -> None:
+    portal.inject(TRANSFER, Fault.error("QUERY_LIMIT_EXCEEDED"), times=2)
+    async with client_for(portal) as client:
+        await client.transfer(2043, TO_ANNA)
+    assert [c.status for c in portal.calls_to(TRANSFER)] == [503, 503, 200]
+    assert applied(portal, TRANSFER) == 1
+    assert portal.dialogs[2043].owner == ANNA
+
+
+async def test_query_limit_as_429_is_accepted_too(portal: PortalSimulator) -> None:
+    portal.inject(TRANSFER, Fault.error("QUERY_LIMIT_EXCEEDED", status=429))
+    async with client_for(portal) as client:
+        await client.transfer(2043, TO_ANNA)
+    assert [c.status for c in portal.calls_to(TRANSFER)] == [429, 200]
+
+
+async def test_query_limit_forever_ends_at_the_deadline(portal: PortalSimulator) -> None:
+    portal.inject(DIALOG_GET, Fault.error("QUERY_LIMIT_EXCEEDED"), times=1000)
+    async with client_for(portal, deadline_s=1.5) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.dialog(2043)
+    assert caught.value.code == "QUERY_LIMIT_EXCEEDED"
+    assert 2 <= len(portal.calls_to(DIALOG_GET)) <= 6
+
+
+async def test_operation_time_limit_is_never_retried(portal: PortalSimulator) -> None:
+    portal.inject(DIALOG_GET, Fault.error("OPERATION_TIME_LIMIT"), times=5)
+    async with client_for(portal) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.dialog(2043)
+    assert (caught.value.code, caught.value.status) == ("OPERATION_TIME_LIMIT", 429)
+    assert len(portal.calls_to(DIALOG_GET)) == 1
+
+
+async def test_error_key_wins_over_a_200_status(portal: PortalSimulator) -> None:
+    portal.inject(DIALOG_GET, Fault.json(200, {"error": "ACCESS_ERROR", "error_description": "x"}))
+    async with client_for(portal) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.dialog(2043)
+    assert (caught.value.code, caught.value.status) == ("ACCESS_ERROR", 200)
+
+
+async def test_result_false_is_a_failure(portal: PortalSimulator) -> None:
+    portal.inject(TRANSFER, Fault.json(200, {"result": False}))
+    async with client_for(portal) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.transfer(2043, TO_ANNA)
+    assert caught.value.code == "RESULT_FALSE"
+    assert len(portal.calls_to(TRANSFER)) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"),
+    [
+        (Fault.proxy_page(502), 502),
+        (Fault.raw(200, ""), 200),
+        (Fault.raw(200, "<html>maintenance</html>"), 200),
+        (Fault.json(200, {"no": "result"}), 200),
+    ],
+)
+async def test_non_json_answers_are_bad_response(
+    portal: PortalSimulator, fault: Fault, status: int
+) -> None:
+    portal.inject(FINISH, fault, times=10)
+    async with client_for(portal, deadline_s=1.0) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.finish(2043)
+    assert caught.value.status == status
+    assert caught.value.code in ("BAD_RESPONSE", "OUTCOME_UNKNOWN")
+    assert len(portal.calls_to(FINISH)) == 1, "a write with an unknown outcome is not repeated"
+
+
+async def test_html_502_on_a_read_is_retried_then_reported(portal: PortalSimulator) -> None:
+    portal.inject(DIALOG_GET, Fault.proxy_page(502), times=1000)
+    async with client_for(portal, deadline_s=1.5) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.dialog(2043)
+    assert (caught.value.code, caught.value.status) == ("BAD_RESPONSE", 502)
+    assert len(portal.calls_to(DIALOG_GET)) >= 2
+
+
+async def test_timeout_on_a_read(portal: PortalSimulator) -> None:
+    portal.inject(DIALOG_GET, Fault.delay(5, apply=False), times=10)
+    async with client_for(portal, timeout_s=0.3, deadline_s=0.8) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.dialog(2043)
+    assert caught.value.code == "TIMEOUT"
+
+
+async def test_slow_success_is_reported_as_success_not_repeated(portal: PortalSimulator) -> None:
+    # the transfer runs, but the answer is lost behind a gateway timeout
+    portal.inject(TRANSFER, Fault.apply_then_fail(504))
+    async with client_for(portal) as client:
+        await client.transfer(2043, TO_ANNA)
+    assert len(portal.calls_to(TRANSFER)) == 1, "it landed: no second transfer"
+    assert [c.params for c in portal.calls_to(DIALOG_GET)] == [{"CHAT_ID": 2043}]
+    assert portal.dialogs[2043].owner == ANNA
+
+
+async def test_timeout_after_the_transfer_ran_is_a_success(portal: PortalSimulator) -> None:
+    portal.inject(TRANSFER, Fault.delay(5, apply=True))
+    async with client_for(portal, timeout_s=0.3, deadline_s=3.0) as client:
+        await client.transfer(2043, TO_ANNA)
+    assert len(portal.calls_to(TRANSFER)) == 1
+    assert applied(portal, TRANSFER) <= 1
+
+
+async def test_dropped_connection_after_the_transfer_ran_is_a_success(
+    portal: PortalSimulator,
+) -> None:
+    portal.inject(TRANSFER, Fault.drop(apply=True))
+    async with client_for(portal) as client:
+        await client.transfer(2043, TO_SALES)
+    assert len(portal.calls_to(TRANSFER)) == 1
+    assert portal.dialogs[2043].line_id == SALES
+
+
+async def test_unknown_outcome_that_did_not_land_is_repeated_once_after_looking(
+    portal: PortalSimulator,
+) -> None:
+    portal.inject(TRANSFER, Fault.proxy_page(504))
+    async with client_for(portal) as client:
+        await client.transfer(2043, TO_ANNA)
+    methods = [c.method for c in portal.calls if not c.in_batch]
+    assert methods == [TRANSFER, DIALOG_GET, TRANSFER]
+    assert applied(portal, TRANSFER) == 1
+    assert portal.dialogs[2043].owner == ANNA
+
+
+async def test_unknown_outcome_that_cannot_be_checked_says_so(portal: PortalSimulator) -> None:
+    portal.inject(TRANSFER, Fault.proxy_page(504))
+    portal.inject(DIALOG_GET, Fault.proxy_page(502), times=1000)
+    async with client_for(portal, deadline_s=1.5) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.transfer(2043, TO_ANNA)
+    assert caught.value.code == "OUTCOME_UNKNOWN"
+    assert len(portal.calls_to(TRANSFER)) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_connection_refused_is_network_error_after_retries() -> None:
+    url = f"http://127.0.0.1:{_free_port()}/rest/1/{WEBHOOK_CODE}/"
+    async with BitrixClient(bitrix_settings(url, deadline_s=1.2)) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.transfer(2043, TO_ANNA)
+    assert caught.value.code == "NETWORK_ERROR"
+    assert caught.value.sent is False
+
+
+async def test_connection_refused_then_up_is_retried_into_success() -> None:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/rest/1/{WEBHOOK_CODE}/"
+    portal = make_portal()
+    async with BitrixClient(bitrix_settings(url, deadline_s=6.0)) as client:
+        call = asyncio.create_task(client.dialog(2043))
+        await asyncio.sleep(0.3)  # the first attempt is refused: nobody listens yet
+        await portal.start(port=port)
+        try:
+            dialog = await call
+        finally:
+            await portal.close()
+    assert dialog.owner_id == BOB
+
+
+async def test_dns_failure_is_its_own_code() -> None:
+    url = f"https://portal.invalid/rest/1/{WEBHOOK_CODE}/"
+    async with BitrixClient(bitrix_settings(url)) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.dialog(2043)
+    assert caught.value.code == "DNS_ERROR"
+
+
+async def test_wrong_webhook_code_is_no_auth_found(portal: PortalSimulator) -> None:
+    url = portal.url.replace(WEBHOOK_CODE, "wrongcode")
+    async with BitrixClient(bitrix_settings(url)) as client:
+        with pytest.raises(BitrixError) as caught:
+            await client.dialog(2043)
+    assert (caught.value.code, caught.value.status) == ("NO_AUTH_FOUND", 401)
+
+
+async def test_the_webhook_code_never_shows(
+    portal: PortalSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    portal.inject(TRANSFER, Fault.proxy_page(504))
+    portal.inject(DIALOG_GET, Fault.error("QUERY_LIMIT_EXCEEDED"))
+    errors: list[BitrixError] = []
+    async with client_for(portal) as client:
+        assert WEBHOOK_CODE not in repr(client)
+        await client.transfer(2043, TO_ANNA)
+        for call in (client.dialog(9999), client.transfer(2043, Target(Kind.OPERATOR, PAVEL, "P"))):
+            try:
+                await call
+            except BitrixError as err:
+                errors.append(err)
+    refused = BitrixClient(
+        bitrix_settings(f"http://127.0.0.1:{_free_port()}/rest/1/{WEBHOOK_CODE}/", deadline_s=0.5)
+    )
+    try:
+        await refused.dialog(1)
+    except BitrixError as err:
+        errors.append(err)
+    await refused.close()
+    assert len(errors) == 3
+    for err in errors:
+        assert WEBHOOK_CODE not in f"{err} {err!r} {err.description} {err.args}"
+    assert caplog.records, "the client logs what it does"
+    assert all(WEBHOOK_CODE not in r.getMessage() for r in caplog.records)
+
+
+async def test_client_bucket_keeps_under_the_portal_limit() -> None:
+    async with make_portal(leak_per_s=20.0, burst=10) as portal:
+        async with BitrixClient(
+            bitrix_settings(portal.url, rate_per_s=20.0, burst=10, deadline_s=10.0)
+        ) as client:
+            dialogs = await asyncio.gather(*(client.dialog(2043) for _ in range(30)))
+        assert len(dialogs) == 30
+        assert portal.rejected_by_limit == 0
+        assert len(portal.calls_to(DIALOG_GET)) == 30
