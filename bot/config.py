@@ -76,6 +76,8 @@ class Bitrix24Settings(_Frozen):
     @field_validator("webhook_url", mode="before")
     @classmethod
     def _check_webhook(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is None or value == "":
             return None
         if not isinstance(value, str):
@@ -121,6 +123,8 @@ class TelegramSettings(_Frozen):
     @field_validator("token", mode="before")
     @classmethod
     def _check_token(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is None or value == "":
             return None
         if not isinstance(value, str) or not _TOKEN_SHAPE.match(value.strip()):
@@ -131,6 +135,8 @@ class TelegramSettings(_Frozen):
     @field_validator("api_url", mode="before")
     @classmethod
     def _check_api_url(cls, value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is None or value == "":
             return None
         if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):

@@ -94,7 +94,7 @@ class Handoff:
             if dialog.held_by(target):
                 return Outcome(ref, Status.ALREADY, dialog)
             try:
-                await self._client.transfer(dialog.chat_id, target)
+                await self._client.transfer(dialog.chat_id, target, before=dialog)
             except BitrixError as err:
                 return Outcome(ref, Status.FAILED, dialog, err)
             return Outcome(ref, Status.MOVED, dialog)

@@ -252,6 +252,10 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "☑️ Dialog {dialog} is already with {target}; nothing to do.",
         "☑️ Диалог {dialog} уже у {target}, ничего не делаю.",
     ),
+    "result.already_queue": (
+        "☑️ Dialog {dialog} is already waiting in {target}; nothing to do.",
+        "☑️ Диалог {dialog} уже ждёт в очереди {target}, ничего не делаю.",
+    ),
     "result.duplicate": (
         "↪️ {token} is dialog {dialog} again; done once.",
         "↪️ {token} — это снова диалог {dialog}; сделано один раз.",

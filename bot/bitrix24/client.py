@@ -58,10 +58,23 @@ class Dialog:
     channel: str | None
 
     def held_by(self, target: Target) -> bool:
-        """True when the dialog already sits with ``target`` (operator, or queue's line)."""
+        """True when the dialog already sits with ``target``: with that operator, or waiting
+        unassigned in that queue (an operator of the line holding it does not count)."""
         if target.kind is Kind.OPERATOR:
             return self.owner_id == target.bitrix_id
-        return self.line_id == target.bitrix_id
+        return self.line_id == target.bitrix_id and self.owner_id == 0
+
+    def moved_to(self, target: Target, before: Dialog | None) -> bool:
+        """Whether a transfer to ``target`` shows, compared with the dialog ``before`` it.
+
+        A queue hands its dialogs out at once, so "in the line and no longer with the
+        previous holder" counts as landed.
+        """
+        if target.kind is Kind.OPERATOR or before is None:
+            return self.held_by(target)
+        return self.line_id == target.bitrix_id and (
+            self.owner_id != before.owner_id or before.line_id != target.bitrix_id
+        )
 
 
 def _as_int(value: Any) -> int:
@@ -244,8 +257,11 @@ class BitrixClient:
         key = "USER_ID" if target.kind is Kind.OPERATOR else "QUEUE_ID"
         return {"CHAT_ID": chat_id, key: target.bitrix_id}
 
-    async def transfer(self, chat_id: int, target: Target) -> None:
-        """Move a dialog to ``target``; raises :class:`BitrixError` unless it surely moved."""
+    async def transfer(self, chat_id: int, target: Target, before: Dialog | None = None) -> None:
+        """Move a dialog to ``target``; raises :class:`BitrixError` unless it surely moved.
+
+        ``before``, the dialog as last seen, lets an unknown outcome be judged precisely.
+        """
         deadline = asyncio.get_running_loop().time() + self._settings.deadline_s
         params = self.transfer_params(chat_id, target)
         uncertain: BitrixError | None = None
@@ -263,14 +279,19 @@ class BitrixClient:
             log.warning(
                 "bitrix24 transfer of %s: outcome unknown (%s), looking", chat_id, uncertain.code
             )
-            if await self._landed(deadline, chat_id, target, uncertain):
+            if await self._landed(deadline, chat_id, target, before, uncertain):
                 log.info("bitrix24 transfer of %s had landed after all", chat_id)
                 return
             if deadline - asyncio.get_running_loop().time() < _MIN_ATTEMPT_S:
                 raise BitrixError(TIMEOUT, uncertain.description, uncertain.status, TRANSFER)
 
     async def _landed(
-        self, deadline: float, chat_id: int, target: Target, cause: BitrixError
+        self,
+        deadline: float,
+        chat_id: int,
+        target: Target,
+        before: Dialog | None,
+        cause: BitrixError,
     ) -> bool:
         try:
             result = await self._call_until(
@@ -283,7 +304,7 @@ class BitrixClient:
                 cause.status,
                 TRANSFER,
             ) from None
-        return parse_dialog(result).held_by(target)
+        return parse_dialog(result).moved_to(target, before)
 
     async def finish(self, chat_id: int) -> None:
         """Finish a dialog someone else holds (``imopenlines.operator.another.finish``)."""

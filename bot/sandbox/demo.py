@@ -8,10 +8,9 @@ message from the first supervisor; replies and team-chat announcements are print
 from __future__ import annotations
 
 import asyncio
-import html
 import os
-import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -26,8 +25,6 @@ from bot.sandbox.telegram import FakeTelegram, SentMessage
 SANDBOX_TOKEN = "1000:sandbox-token-not-a-real-one"
 SANDBOX_WEBHOOK_CODE = "sandbox0secret0code"
 
-_TAG = re.compile(r"<[^>]+>")
-
 
 def sandbox_portal(config: Config) -> PortalSimulator:
     """A portal that knows the config's operators and queues, plus a few of its own."""
@@ -41,11 +38,13 @@ def sandbox_portal(config: Config) -> PortalSimulator:
     first = config.operators[0].bitrix_id if config.operators else 27
     second = config.operators[1].bitrix_id if len(config.operators) > 1 else 27
     dialogs = [
-        SimDialog(2043, 3567, "Ivan Petrov — WhatsApp", owner=second, line_id=line,
-                  connector="whatsapp"),
+        SimDialog(
+            2043, 3567, "Ivan Petrov — WhatsApp", owner=second, line_id=line, connector="whatsapp"
+        ),
         SimDialog(2044, 3568, "Maria — Telegram", owner=first, line_id=line),
-        SimDialog(2045, 3569, "Guest #17 — Live chat", owner=27, line_id=line,
-                  connector="livechat"),
+        SimDialog(
+            2045, 3569, "Guest #17 — Live chat", owner=27, line_id=line, connector="livechat"
+        ),
         SimDialog(2046, 3570, "Oleg <VIP> — VK", owner=0, line_id=line, connector="vkgroup"),
     ]
     return PortalSimulator(
@@ -57,11 +56,6 @@ def sandbox_portal(config: Config) -> PortalSimulator:
         leak_per_s=config.bitrix24.rate_per_s,
         burst=config.bitrix24.burst,
     )
-
-
-def plain(text: str) -> str:
-    """Telegram HTML as a console shows it."""
-    return html.unescape(_TAG.sub("", text))
 
 
 class Console:
@@ -83,7 +77,7 @@ class Console:
                 label = "[team chat]"
             else:
                 label = f"[chat {message.chat_id}]"
-            lines = plain(message.text).splitlines() or [""]
+            lines = (message.plain_text or message.text).splitlines() or [""]
             print(f"{label} {lines[0]}")
             for more in lines[1:]:
                 print(f"{' ' * len(label)} {more}")
@@ -94,9 +88,7 @@ def _sandboxed(config: Config, webhook_url: str, api_url: str) -> Config:
     return config.model_copy(
         update={
             "telegram": TelegramSettings(token=SecretStr(SANDBOX_TOKEN), api_url=api_url),
-            "bitrix24": config.bitrix24.model_copy(
-                update={"webhook_url": SecretStr(webhook_url)}
-            ),
+            "bitrix24": config.bitrix24.model_copy(update={"webhook_url": SecretStr(webhook_url)}),
         }
     )
 
@@ -104,6 +96,10 @@ def _sandboxed(config: Config, webhook_url: str, api_url: str) -> Config:
 def _console_language() -> str:
     locale = os.environ.get("LC_ALL") or os.environ.get("LANG") or "en"
     return locale[:2].lower()
+
+
+def _answered(telegram: FakeTelegram, chat_id: int, before: int) -> Callable[[], bool]:
+    return lambda: len(telegram.messages_to(chat_id)) > before
 
 
 async def run_demo(path: Path, log_level: str = "WARNING") -> int:
@@ -121,15 +117,17 @@ async def run_demo(path: Path, log_level: str = "WARNING") -> int:
     interactive = sys.stdin.isatty()
 
     async with sandbox_portal(config) as portal, FakeTelegram(SANDBOX_TOKEN) as telegram:
-        config = _sandboxed(config, await portal.start(), await telegram.start())
+        config = _sandboxed(config, portal.url, telegram.base_url)
         app = build_app(config)
         bot = build_bot(config)
         polling = asyncio.create_task(
             app.dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1)
         )
         console = Console(supervisor, config.announce_to)
-        print(f"Sandbox: you are {supervisor.name}, a supervisor. Dialogs 2043-2046 exist; "
-              "try /transfer 2043 @anna, /help, /operators.")
+        print(
+            f"Sandbox: you are {supervisor.name}, a supervisor. Dialogs 2043-2046 exist; "
+            "try /transfer 2043 @anna, /help, /operators."
+        )
         if interactive:
             print("Type commands; Ctrl-D quits.")
         loop = asyncio.get_running_loop()
@@ -152,10 +150,7 @@ async def run_demo(path: Path, log_level: str = "WARNING") -> int:
                     language_code=_console_language(),
                 )
                 try:
-                    await telegram.wait_for(
-                        lambda: len(telegram.messages_to(supervisor.id)) > before,
-                        timeout=reply_wait,
-                    )
+                    await telegram.wait_for(_answered(telegram, supervisor.id, before), reply_wait)
                 except TimeoutError:
                     print("(no reply)")
                 console.flush(telegram.sent)
