@@ -69,12 +69,8 @@ class Replies:
                 target=self.target(target, lang),
             )
         if outcome.status is Status.ALREADY:
-            return text(
-                "result.already",
-                lang,
-                dialog=self.dialog(outcome),
-                target=self.target(target, lang),
-            )
+            key = "result.already" if target.kind is Kind.OPERATOR else "result.already_queue"
+            return text(key, lang, dialog=self.dialog(outcome), target=self.target(target, lang))
         if outcome.status is Status.DUPLICATE:
             return text("result.duplicate", lang, dialog=self.dialog(outcome), token=outcome.ref)
         assert outcome.error is not None
