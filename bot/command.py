@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 MAX_DIALOGS = 20
 
@@ -55,28 +55,38 @@ class UsageError(Exception):
         self.token = token
 
 
-_NUMBER = r"(\d{1,10})"
+_NUMBER = r"([0-9]{1,10})"  # ASCII only: int() reads other digits, Telegram users rarely mean them
 _CHAT_FORMS = re.compile(rf"^(?:#|chat)?{_NUMBER}$", re.IGNORECASE)
 _SESSION_FORMS = re.compile(rf"^(?:s|session:|№){_NUMBER}$", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[\s,;]+")
-_TARGET_SHAPE = re.compile(r"^(?:[@#]|queue:|user:|operator:|id:)?[\w-]+$", re.IGNORECASE)
+_TARGET_SHAPE = re.compile(r"^(?:[@#]|queue:|user:)?[\w-]+$", re.IGNORECASE)
 
 
 def _from_link(token: str) -> DialogRef | None:
     """A pasted Bitrix24 link: ``?IM_DIALOG=chat2043`` or ``?IM_HISTORY=imol|3567``."""
     if "IM_DIALOG" not in token.upper() and "IM_HISTORY" not in token.upper():
         return None
-    query = parse_qs(urlsplit(token).query or token.split("?", 1)[-1])
+    query = parse_qs(token.split("?", 1)[-1].split("#", 1)[0])
     upper = {k.upper(): v for k, v in query.items()}
     for value in upper.get("IM_DIALOG", []):
-        match = re.fullmatch(r"chat(\d{1,10})", unquote(value), re.IGNORECASE)
+        match = re.fullmatch(rf"chat{_NUMBER}", unquote(value), re.IGNORECASE)
         if match:
-            return DialogRef(DialogKind.CHAT, int(match.group(1)))
+            return _checked(DialogKind.CHAT, match.group(1), token)
     for value in upper.get("IM_HISTORY", []):
-        match = re.fullmatch(r"imol\|(\d{1,10})", unquote(value), re.IGNORECASE)
+        match = re.fullmatch(rf"imol\|{_NUMBER}", unquote(value), re.IGNORECASE)
         if match:
-            return DialogRef(DialogKind.SESSION, int(match.group(1)))
+            return _checked(DialogKind.SESSION, match.group(1), token)
     raise UsageError("bad_link", token)
+
+
+def _checked(kind: DialogKind, digits: str, token: str) -> DialogRef:
+    number = int(digits)
+    if number <= 0 or number > 2**31 - 1:
+        raise UsageError("bad_link" if "?" in token else "bad_dialog", token)
+    return DialogRef(kind, number)
+
+
+_BARE = re.compile(rf"^{_NUMBER}$")
 
 
 def parse_dialog(token: str, bare_numbers: DialogKind = DialogKind.CHAT) -> DialogRef:
@@ -85,18 +95,13 @@ def parse_dialog(token: str, bare_numbers: DialogKind = DialogKind.CHAT) -> Dial
     link = _from_link(word)
     if link is not None:
         return link
-    if word.isdigit():
-        kind = bare_numbers
-        number = int(word)
-    elif match := _CHAT_FORMS.match(word):
-        kind, number = DialogKind.CHAT, int(match.group(1))
-    elif match := _SESSION_FORMS.match(word):
-        kind, number = DialogKind.SESSION, int(match.group(1))
-    else:
-        raise UsageError("bad_dialog", token)
-    if number <= 0 or number > 2**31 - 1:
-        raise UsageError("bad_dialog", token)
-    return DialogRef(kind, number)
+    if match := _BARE.match(word):
+        return _checked(bare_numbers, match.group(1), token)
+    if match := _CHAT_FORMS.match(word):
+        return _checked(DialogKind.CHAT, match.group(1), token)
+    if match := _SESSION_FORMS.match(word):
+        return _checked(DialogKind.SESSION, match.group(1), token)
+    raise UsageError("bad_dialog", token)
 
 
 def _looks_like_dialog(token: str, bare_numbers: DialogKind) -> bool:

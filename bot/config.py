@@ -26,9 +26,9 @@ from pydantic import (
     field_validator,
 )
 
-from bot.messages import MessageOverrides, check_overrides
+from bot.messages import LANGS, MessageOverrides, check_overrides
 from bot.yamlsource import Path as KeyPath
-from bot.yamlsource import Problem, YamlDocument, parse_yaml, walk_strings
+from bot.yamlsource import Problem, YamlDocument, format_path, parse_yaml, walk_strings
 
 ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
 ENV_API_URL = "TELEGRAM_API_URL"
@@ -245,7 +245,9 @@ def _set_path(data: Any, path: KeyPath, value: Any) -> None:
     target[path[-1]] = value
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[KeyPath, str]:
+    """Let the environment win over the file; returns which paths it set, and from where."""
+    applied: dict[KeyPath, str] = {}
     for var, section, key in (
         (ENV_TOKEN, "telegram", "token"),
         (ENV_API_URL, "telegram", "api_url"),
@@ -256,9 +258,21 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
             if not isinstance(data.get(section), dict):
                 data[section] = {}
             data[section][key] = value
+            applied[(section, key)] = var
+    return applied
 
 
-def _friendly(error: Mapping[str, Any]) -> str:
+def _is_positive_int(loc: KeyPath) -> bool:
+    """Whether the field at ``loc`` is declared as a positive integer."""
+    names = [part for part in loc if isinstance(part, str)]
+    if not names:
+        return False
+    model = _MODELS.get(names[0]) if len(names) > 1 else Config
+    field = model.model_fields.get(names[-1]) if model else None
+    return field is not None and any(getattr(m, "gt", None) == 0 for m in field.metadata)
+
+
+def _friendly(error: Mapping[str, Any], loc: KeyPath) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == "missing":
@@ -266,7 +280,7 @@ def _friendly(error: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "unknown key (a typo?)"
     if kind in ("int_parsing", "int_type", "int_from_float", "greater_than"):
-        if ctx.get("gt") == 0:
+        if ctx.get("gt") == 0 or _is_positive_int(loc):
             return "must be a positive integer"
         return "must be a whole number"
     if kind in ("float_parsing", "float_type"):
@@ -309,81 +323,96 @@ def _suggest_key(loc: KeyPath) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
-def _validation_problems(exc: ValidationError, doc: YamlDocument) -> list[Problem]:
+def _validation_problems(
+    exc: ValidationError, doc: YamlDocument, from_env: Mapping[KeyPath, str]
+) -> list[Problem]:
     problems = []
     for error in exc.errors():
         loc: KeyPath = tuple(p for p in error["loc"] if isinstance(p, str | int))
-        message = _friendly(error)
+        message = _friendly(error, loc)
         if error["type"] == "extra_forbidden":
             message += _suggest_key(loc)
-        problems.append(Problem(loc, message, doc.line_of(loc)))
+        if loc in from_env:
+            # the value came from the environment, not from any line of the file
+            problems.append(Problem(loc, f"{message} (from ${from_env[loc]})"))
+        else:
+            problems.append(Problem(loc, message, doc.line_of(loc)))
     return problems
 
 
-def _cross_checks(config: Config, doc: YamlDocument) -> list[Problem]:
+def _raw_entries(data: dict[str, Any], section: str) -> list[tuple[int, dict[str, Any]]]:
+    items = data.get(section)
+    if not isinstance(items, list):
+        return []
+    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)]
+
+
+def _cross_checks(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
+    """Uniqueness across entries, on the raw data: a clash is reported even when another
+    field of the same entry is invalid too."""
     problems: list[Problem] = []
     names: dict[str, KeyPath] = {}
 
-    def claim(name: str, path: KeyPath) -> None:
-        folded = name.lower()
-        if folded in names:
-            owner = names[folded]
+    def claim(name: Any, path: KeyPath) -> None:
+        if not isinstance(name, str) or not name.strip():
+            return
+        name = name.strip().lstrip("@") if path[-1] == "telegram" else name.strip()
+        owner = names.setdefault(name.lower(), path)
+        if owner is not path and owner[:2] != path[:2]:
             problems.append(
                 Problem(
                     path,
-                    f"'{name}' is already used by {_describe(owner)}: "
+                    f"'{name}' is already used by {format_path(owner)}: "
                     "every key, alias and username must be unique",
                     doc.line_of(path),
                 )
             )
-        else:
-            names[folded] = path
 
-    directory: tuple[tuple[str, tuple[Operator | Queue, ...]], ...] = (
-        ("operators", config.operators),
-        ("queues", config.queues),
-    )
-    for kind, entries in directory:
+    for kind in ("operators", "queues"):
         ids: dict[int, int] = {}
-        for i, entry in enumerate(entries):
-            claim(entry.key, (kind, i, "key"))
-            for j, alias in enumerate(entry.aliases):
+        for i, entry in _raw_entries(data, kind):
+            claim(entry.get("key"), (kind, i, "key"))
+            aliases = entry.get("aliases")
+            for j, alias in enumerate(aliases if isinstance(aliases, list) else []):
                 claim(alias, (kind, i, "aliases", j))
-            if isinstance(entry, Operator) and entry.telegram:
-                claim(entry.telegram, (kind, i, "telegram"))
-            if entry.bitrix_id in ids:
+            if kind == "operators":
+                claim(entry.get("telegram"), (kind, i, "telegram"))
+            bitrix_id = entry.get("bitrix_id")
+            if not isinstance(bitrix_id, int) or isinstance(bitrix_id, bool) or bitrix_id <= 0:
+                continue
+            if bitrix_id in ids:
                 path: KeyPath = (kind, i, "bitrix_id")
                 problems.append(
                     Problem(
                         path,
-                        f"bitrix_id {entry.bitrix_id} is already used by "
-                        f"{kind}[{ids[entry.bitrix_id]}]",
+                        f"bitrix_id {bitrix_id} is already used by {kind}[{ids[bitrix_id]}]",
                         doc.line_of(path),
                     )
                 )
-            ids.setdefault(entry.bitrix_id, i)
+            ids.setdefault(bitrix_id, i)
 
-    listed: tuple[tuple[str, tuple[Person | Chat, ...]], ...] = (
-        ("supervisors", config.supervisors),
-        ("chats", config.chats),
-    )
-    for kind, people in listed:
-        seen: set[int] = set()
-        for i, person in enumerate(people):
-            if person.id in seen:
+    for kind in ("supervisors", "chats"):
+        seen: set[Any] = set()
+        for i, person in _raw_entries(data, kind):
+            person_id = person.get("id")
+            if not isinstance(person_id, int):
+                continue
+            if person_id in seen:
                 path = (kind, i, "id")
-                problems.append(Problem(path, f"id {person.id} is listed twice", doc.line_of(path)))
-            seen.add(person.id)
+                problems.append(Problem(path, f"id {person_id} is listed twice", doc.line_of(path)))
+            seen.add(person_id)
 
-    for where, message in check_overrides(config.messages):
-        key_path = ("messages", *where)
-        problems.append(Problem(key_path, message, doc.line_of(key_path)))
+    overrides = data.get("messages")
+    if isinstance(overrides, dict):
+        texts = {
+            lang: section
+            for lang, section in overrides.items()
+            if lang in LANGS and isinstance(section, dict)
+        }
+        for where, message in check_overrides(texts):
+            key_path = ("messages", *where)
+            problems.append(Problem(key_path, message, doc.line_of(key_path)))
     return problems
-
-
-def _describe(path: KeyPath) -> str:
-    kind, index, field_name = path[0], path[1], path[2]
-    return f"{kind}[{index}].{field_name}"
 
 
 def parse_config(text: str, env: Mapping[str, str], source: str = "config") -> Config:
@@ -398,22 +427,28 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "config") -> C
     if not isinstance(doc.data, dict):
         raise ConfigError(
             source,
-            [Problem((), "must be a YAML mapping of sections (bitrix24:, telegram:, ...)", 1)],
+            [
+                Problem(
+                    (),
+                    "must be a YAML mapping of sections (bitrix24:, telegram:, ...)",
+                    doc.lines.get(()),
+                )
+            ],
         )
     data: dict[str, Any] = doc.data
     for path, value in list(walk_strings(data)):
         if "$" in value:
             _set_path(data, path, interpolate(value, env))
-    _apply_env(data, env)
+    from_env = _apply_env(data, env)
 
     problems = list(doc.problems)
+    config: Config | None = None
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        problems += _validation_problems(exc, doc)
-        raise ConfigError(source, sorted(problems, key=_line_key)) from None
-    problems += _cross_checks(config, doc)
-    if problems:
+        problems += _validation_problems(exc, doc, from_env)
+    problems += _cross_checks(data, doc)
+    if problems or config is None:
         raise ConfigError(source, sorted(problems, key=_line_key))
     return config
 

@@ -59,7 +59,7 @@ class BadTarget(ResolveError):
     """The word cannot be a target at all (``user:abc``, ``@``)."""
 
 
-_RAW = re.compile(r"^(user|queue|id):(\d{1,10})$", re.IGNORECASE)
+_RAW = re.compile(r"^(user|queue):([0-9]{1,10})$", re.IGNORECASE)
 _WORD = re.compile(r"[\w-]+")
 
 
@@ -139,8 +139,8 @@ class Directory:
             kinds, name = (Kind.QUEUE,), lowered[1:]
         elif lowered.startswith("queue:"):
             kinds, name = (Kind.QUEUE,), lowered[6:]
-        elif lowered.startswith(("user:", "operator:")):
-            kinds, name = (Kind.OPERATOR,), lowered.split(":", 1)[1]
+        elif lowered.startswith("user:"):
+            raise BadTarget(word, ())  # user: takes a Bitrix24 ID only
         else:
             kinds, name = (Kind.OPERATOR, Kind.QUEUE), lowered
         if not name or not _WORD.fullmatch(name):

@@ -76,8 +76,8 @@ _ERRORS: dict[str, tuple[str, str]] = {
     "ACCESS_DENIED_400": (
         "The bot's Bitrix24 user has no rights on this dialog. Ask {admin} to give it access "
         "to the line.",
-        "У пользователя бота в Bitrix24 нет прав на этот диалог. Попросите {admin} дать "
-        "доступ к линии.",
+        "У пользователя бота в Bitrix24 нет прав на этот диалог. Напишите {admin}: "
+        "нужен доступ к линии.",
     ),
     "USER_ID": (
         "Bitrix24 does not know the user the bot acts as: the webhook may be broken. Tell {admin}.",
@@ -197,7 +197,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Bitrix24 answered with an error the bot does not know. If it repeats, tell {admin}.",
         "Bitrix24 ответил неизвестной боту ошибкой. Если повторится, сообщите {admin}.",
     ),
-    "error.suffix": ("{text} <code>{code}</code>", "{text} <code>{code}</code>"),
+    "error.suffix": ("{text} <i>({code})</i>", "{text} <i>({code})</i>"),
     "admin.default": ("the bot's admin", "администратору бота"),
     "usage": (
         "Usage: <code>/transfer &lt;dialog&gt; &lt;who&gt;</code>\nExample: <code>{example}</code>",
@@ -278,14 +278,14 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "not_supervisor": (
         "Sorry, you are not on this bot's supervisors list. Ask {admin} to add your Telegram ID "
         "<code>{user_id}</code>.",
-        "Извините, вас нет в списке супервайзеров этого бота. Попросите {admin} добавить ваш "
-        "Telegram ID <code>{user_id}</code>.",
+        "Извините, вас нет в списке супервайзеров этого бота. Напишите {admin} и сообщите "
+        "ваш Telegram ID <code>{user_id}</code>.",
     ),
     "wrong_chat": (
         "I only work in the team chats listed in my config. Ask {admin} to add this chat "
         "(ID <code>{chat_id}</code>), or write to me privately.",
-        "Я работаю только в чатах команды из моих настроек. Попросите {admin} добавить этот "
-        "чат (ID <code>{chat_id}</code>) или напишите мне в личку.",
+        "Я работаю только в чатах команды из моих настроек. Напишите {admin}, чтобы добавить "
+        "этот чат (ID <code>{chat_id}</code>), или пишите мне в личку.",
     ),
     "not_understood": (
         "I only understand commands. See /help.",

@@ -50,8 +50,8 @@ class YamlDocument:
     problems: list[Problem] = field(default_factory=list)
 
     def line_of(self, path: Path) -> int | None:
-        """The line of ``path`` or of its nearest ancestor that has one."""
-        for end in range(len(path), -1, -1):
+        """The line of ``path`` or of its nearest ancestor that has one (not the whole file)."""
+        for end in range(len(path), 0, -1):
             line = self.lines.get(path[:end])
             if line is not None:
                 return line

@@ -801,8 +801,13 @@ class FakeTelegram:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
+        # no access log: its lines would carry the bot token, which is in every request path
         runner = web.AppRunner(
-            app, handle_signals=False, handler_cancellation=True, shutdown_timeout=1.0
+            app,
+            handle_signals=False,
+            handler_cancellation=True,
+            shutdown_timeout=1.0,
+            access_log=None,
         )
         await runner.setup()
         site = web.TCPSite(runner, host, port)

@@ -1,0 +1,132 @@
+"""End-to-end harness: the real bot polling a fake Bot API, calling a simulated portal.
+
+Everything between the two network edges is the product as it runs in production: the config
+is loaded from YAML text, the aiogram ``Dispatcher`` polls over HTTP, the Bitrix24 client
+POSTs over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram import Bot
+
+from bot.app import App, build_app, build_bot
+from bot.config import Config, parse_config
+from bot.sandbox.portal import PortalSimulator
+from bot.sandbox.telegram import FakeTelegram, SentMessage
+from tests.conftest import make_portal
+
+TOKEN = "4242424242:AAE_e2e-test-token-for-the-fake-bot-api"
+
+OLGA, PETR, STRANGER = 111111111, 222222222, 999999999
+TEAM_CHAT, OTHER_GROUP, UNLISTED_GROUP = -1001234567890, -1002222222222, -1009999999999
+
+CONFIG_YAML = """
+bitrix24:
+  webhook_url: ${BITRIX24_WEBHOOK_URL}
+  timeout_s: ${TIMEOUT_S:-3}
+  deadline_s: ${DEADLINE_S:-6}
+  rate_per_s: ${RATE:-1000}
+  burst: ${BURST:-1000}
+telegram:
+  token: ${TELEGRAM_BOT_TOKEN}
+  api_url: ${TELEGRAM_API_URL:-}
+language: auto
+admin_contact: "@it_ops"
+supervisors:
+  - {id: 111111111, name: Olga}
+  - {id: 222222222, name: Petr}
+chats:
+  - {id: -1001234567890, name: Support leads}
+  - {id: -1002222222222, name: Night shift}
+announce_to: -1001234567890
+operators:
+  - {key: anna, bitrix_id: 15, name: Anna Smirnova, aliases: [anya], telegram: anna_s}
+  - {key: bob, bitrix_id: 16, name: Bob Lee}
+  - {key: irina, bitrix_id: 27, name: "Irina <Ira> & \\"Co\\""}
+  - {key: pavel, bitrix_id: 28, name: Pavel Orlov}
+queues:
+  - {key: support, bitrix_id: 3, name: Support line, aliases: [sup]}
+  - {key: sales, bitrix_id: 5, name: Sales <line>}
+"""
+
+
+@dataclass
+class Harness:
+    """A running bot with its two fakes, and ways to talk to it."""
+
+    telegram: FakeTelegram
+    portal: PortalSimulator
+    config: Config
+    app: App
+    bot: Bot
+
+    async def say(
+        self,
+        text: str,
+        *,
+        user: int = OLGA,
+        chat: int | None = None,
+        language: str | None = "en",
+        first_name: str = "Olga",
+        wait_s: float = 10.0,
+    ) -> SentMessage:
+        """Send ``text`` as ``user`` and return the bot's answer in that chat."""
+        chat_id = user if chat is None else chat
+        before = len(self.telegram.messages_to(chat_id))
+        self.telegram.send_message(
+            text, user_id=user, chat_id=chat, language_code=language, first_name=first_name
+        )
+        await self.telegram.wait_for(
+            lambda: len(self.telegram.messages_to(chat_id)) > before, timeout=wait_s
+        )
+        return self.telegram.messages_to(chat_id)[before]
+
+    async def settle(self) -> None:
+        """Wait until the bot has handled every update it was given."""
+        await self.telegram.wait_for(lambda: self.telegram.pending_updates == 0)
+        await self.app.in_flight.wait_idle(10.0)
+
+    def rest_calls(self, method: str = "imopenlines.operator.transfer") -> list[dict[str, Any]]:
+        """The parameters of every call of ``method`` that reached the portal."""
+        return [call.params for call in self.portal.calls_to(method)]
+
+    def team_chat(self) -> list[str]:
+        """What the team chat saw, as users see it."""
+        return [m.plain_text for m in self.telegram.messages_to(TEAM_CHAT)]
+
+
+@asynccontextmanager
+async def running_bot(
+    portal: PortalSimulator | None = None,
+    env: dict[str, str] | None = None,
+    yaml_text: str = CONFIG_YAML,
+) -> AsyncIterator[Harness]:
+    """Start the fakes and the real bot; stop everything on exit."""
+    portal = portal or make_portal()
+    async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
+        environment = {
+            "BITRIX24_WEBHOOK_URL": portal.url,
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": telegram.base_url,
+            **(env or {}),
+        }
+        config = parse_config(yaml_text, environment)
+        app = build_app(config)
+        bot = build_bot(config)
+        polling = asyncio.create_task(
+            app.dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1)
+        )
+        harness = Harness(telegram, portal, config, app, bot)
+        try:
+            await telegram.wait_for(lambda: bool(telegram.calls_to("getUpdates")))
+            yield harness
+        finally:
+            if not polling.done():
+                await app.dispatcher.stop_polling()
+            await polling

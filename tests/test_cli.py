@@ -1,0 +1,132 @@
+"""The command line as users run it: the sandbox, start-up errors, a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from bot.sandbox.portal import Fault
+from tests.conftest import ANNA, WEBHOOK_CODE, make_portal
+from tests.harness import CONFIG_YAML, OLGA, TOKEN
+
+ROOT = Path(__file__).resolve().parent.parent
+CLEAN_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k not in ("TELEGRAM_BOT_TOKEN", "BITRIX24_WEBHOOK_URL", "TELEGRAM_API_URL", "BOT_CONFIG")
+}
+
+
+def run_cli(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        env={**CLEAN_ENV, "LANG": "en_US.UTF-8", **(env or {})},
+    )
+
+
+def test_sandbox_shows_a_transfer_and_its_announcement() -> None:
+    result = run_cli("demo", stdin="/transfer 2043 @anna\n/transfer 9999 @anna\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "bot: ✅ Dialog 2043 «Ivan Petrov — WhatsApp»: Bob Lee → Anna Smirnova" in lines
+    assert (
+        "[team chat] 🔁 Dialog 2043 «Ivan Petrov — WhatsApp»: Bob Lee → Anna Smirnova, by Olga"
+        in lines
+    )
+    assert any(line.startswith("bot: ❌ Dialog 9999: No such dialog") for line in lines)
+    assert "Traceback" not in result.stderr
+
+
+def test_sandbox_exits_cleanly_on_empty_input() -> None:
+    result = run_cli("demo", stdin="")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_run_without_token_names_the_variable_and_exits_2() -> None:
+    result = run_cli("--config", "config.yaml")
+    assert result.returncode == 2
+    assert "TELEGRAM_BOT_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_with_a_broken_config_lists_problems_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "config.yaml"
+    bad.write_text("operators:\n  - {key: anna, bitrix_id: zero, name: Anna}\n")
+    result = run_cli("--config", str(bad))
+    assert result.returncode == 2
+    assert "operators[0].bitrix_id (line 2): must be a positive integer" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bot_config_env_var_picks_the_file(tmp_path: Path) -> None:
+    other = tmp_path / "other.yaml"
+    other.write_text("languag: en\n")
+    result = run_cli("check", env={"BOT_CONFIG": str(other)})
+    assert result.returncode == 1
+    assert "languag (line 1): unknown key (a typo?); did you mean 'language'?" in result.stderr
+
+
+async def test_sigterm_lets_the_transfer_in_flight_finish_and_reply(tmp_path: Path) -> None:
+    from bot.sandbox.telegram import FakeTelegram
+
+    portal = make_portal()
+    portal.inject("imopenlines.operator.transfer", Fault.delay(1.0, apply=True))
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG_YAML)
+    async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
+        env = {
+            **CLEAN_ENV,
+            "BITRIX24_WEBHOOK_URL": portal.url,
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": telegram.base_url,
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "--config",
+            str(config),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            telegram.send_message("/transfer 2043 @anna", user_id=OLGA)
+            await telegram.wait_for(
+                lambda: bool(portal.calls_to("imopenlines.operator.transfer")), timeout=30
+            )
+            process.send_signal(signal.SIGTERM)  # while the portal is still answering
+            _, stderr = await asyncio.wait_for(process.communicate(), 30)
+        finally:
+            if process.returncode is None:
+                process.kill()
+        logs = stderr.decode()
+        assert process.returncode == 0, logs
+        [reply] = telegram.messages_to(OLGA)
+        assert reply.plain_text.startswith("✅ Dialog 2043")
+        assert portal.dialogs[2043].owner == ANNA
+        assert WEBHOOK_CODE not in logs
+        assert TOKEN.split(":")[1] not in logs
+        assert "Traceback" not in logs
+
+
+def test_readme_transcript_is_what_the_sandbox_prints() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    transcript = readme.split("```\n", 2)[1].split("```", 1)[0].splitlines()
+    commands = [line[2:] for line in transcript if line.startswith("> ")]
+    result = run_cli("demo", stdin="".join(f"{c}\n" for c in commands))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == transcript

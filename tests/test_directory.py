@@ -1,0 +1,351 @@
+"""Tests of the directory: every target form, suggestions, ambiguity, bad targets, 10,000 names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+
+from bot.config import Config, parse_config
+from bot.directory import (
+    AmbiguousName,
+    BadTarget,
+    Directory,
+    Kind,
+    ResolveError,
+    Target,
+    UnknownName,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = REPO_ROOT / "config.yaml"
+
+ANNA = Target(Kind.OPERATOR, 15, "Anna Smirnova", "anna")
+BOB = Target(Kind.OPERATOR, 16, "Bob Lee", "bob")
+SUPPORT = Target(Kind.QUEUE, 3, "Support line", "support")
+
+
+def directory_of(text: str) -> Directory:
+    return Directory.from_config(parse_config(dedent(text), {}))
+
+
+@pytest.fixture(scope="module")
+def sample() -> Directory:
+    """The sample config's directory: anna (alias anya, telegram anna_s), bob; queue support."""
+    return Directory.from_config(parse_config(SAMPLE.read_text(encoding="utf-8"), {}))
+
+
+def resolve_error(directory: Directory, word: str) -> ResolveError:
+    with pytest.raises(ResolveError) as info:
+        directory.resolve(word)
+    return info.value
+
+
+def spelled(directory: Directory, targets: tuple[Target, ...]) -> list[str]:
+    return [directory.spelling(t) for t in targets]
+
+
+# ---- every target form ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("@anna", ANNA),
+        ("anna", ANNA),
+        ("ANNA", ANNA),
+        ("@ANNA", ANNA),
+        (" @anna ", ANNA),
+        ("@Anya", ANNA),
+        ("anya", ANNA),
+        ("@anna_s", ANNA),
+        ("@Anna_S", ANNA),
+        ("anna_s", ANNA),
+        ("@bob", BOB),
+        ("bob", BOB),
+        ("#support", SUPPORT),
+        ("#SUP", SUPPORT),
+        ("#sup", SUPPORT),
+        ("queue:sup", SUPPORT),
+        ("queue:support", SUPPORT),
+        ("support", SUPPORT),
+        ("sup", SUPPORT),
+    ],
+)
+def test_names_resolve(sample: Directory, word: str, expected: Target) -> None:
+    assert sample.resolve(word) == expected
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        ("user:15", ANNA),
+        ("USER:15", ANNA),
+        ("user:16", BOB),
+        ("queue:3", SUPPORT),
+        ("Queue:3", SUPPORT),
+    ],
+)
+def test_raw_ids_known_to_the_directory_take_its_names(
+    sample: Directory, word: str, expected: Target
+) -> None:
+    target = sample.resolve(word)
+    assert target == expected
+    assert target.name == expected.name
+
+
+def test_unknown_raw_user_id_still_resolves_as_an_operator(sample: Directory) -> None:
+    target = sample.resolve("user:99")
+    assert target == Target(Kind.OPERATOR, 99, "user 99", None)
+    assert target.ref == "user:99"
+
+
+def test_unknown_raw_queue_id_still_resolves_as_a_queue(sample: Directory) -> None:
+    target = sample.resolve("queue:42")
+    assert target == Target(Kind.QUEUE, 42, "queue 42", None)
+    assert target.ref == "queue:42"
+
+
+def test_operator_sigil_does_not_find_a_queue(sample: Directory) -> None:
+    error = resolve_error(sample, "@support")
+    assert isinstance(error, UnknownName)
+    assert all(t.kind is Kind.OPERATOR for t in error.candidates)
+
+
+def test_queue_sigil_does_not_find_an_operator(sample: Directory) -> None:
+    error = resolve_error(sample, "#bob")
+    assert isinstance(error, UnknownName)
+    assert all(t.kind is Kind.QUEUE for t in error.candidates)
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [("smirnova", ANNA), ("Lee", BOB), ("line", SUPPORT), ("@smirnova", ANNA)],
+)
+def test_a_word_of_one_display_name_resolves(
+    sample: Directory, word: str, expected: Target
+) -> None:
+    assert sample.resolve(word) == expected
+
+
+def test_bare_name_is_an_operator_first_then_a_queue() -> None:
+    sales_rep = Target(Kind.OPERATOR, 7, "Sam Sales", "sales")
+    sales_line = Target(Kind.QUEUE, 4, "Sales line", "sales")
+    directory = Directory([sales_rep], [sales_line])
+
+    assert directory.resolve("sales") == sales_rep
+    assert directory.resolve("@sales") == sales_rep
+    assert directory.resolve("#sales") == sales_line
+    assert directory.resolve("queue:sales") == sales_line
+
+
+def test_a_key_wins_over_a_word_of_a_display_name() -> None:
+    directory = directory_of(
+        """\
+        operators:
+          - {key: mark, bitrix_id: 15, name: Support Guy}
+        queues:
+          - {key: support, bitrix_id: 3, name: Main line}
+        """
+    )
+    assert directory.resolve("support").key == "support"
+
+
+# ---- unknown names and suggestions ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("word", "suggestions"),
+    [
+        ("@ana", ["@anna"]),
+        ("ana", ["@anna"]),
+        ("@bobb", ["@bob"]),
+        ("supprt", ["#support"]),
+        ("#suport", ["#support"]),
+        ("queue:supprt", ["#support"]),
+    ],
+)
+def test_unknown_name_suggests_the_closest(
+    sample: Directory, word: str, suggestions: list[str]
+) -> None:
+    error = resolve_error(sample, word)
+    assert isinstance(error, UnknownName)
+    assert error.token == word
+    assert spelled(sample, error.candidates) == suggestions
+
+
+@pytest.mark.parametrize("word", ["xqzzvw", "@qwertyuiop", "#zzz", "anything-else-at-all"])
+def test_garbage_gets_no_suggestions(sample: Directory, word: str) -> None:
+    error = resolve_error(sample, word)
+    assert isinstance(error, UnknownName)
+    assert error.candidates == ()
+
+
+def test_at_most_three_suggestions() -> None:
+    directory = directory_of(
+        """\
+        operators:
+          - {key: maria, bitrix_id: 1, name: Maria One}
+          - {key: marie, bitrix_id: 2, name: Marie Two}
+          - {key: marta, bitrix_id: 3, name: Marta Three}
+          - {key: mario, bitrix_id: 4, name: Mario Four}
+          - {key: marina, bitrix_id: 5, name: Marina Five}
+        """
+    )
+    error = resolve_error(directory, "@mari")
+    assert isinstance(error, UnknownName)
+    assert len(error.candidates) == 3
+    assert len(set(error.candidates)) == len(error.candidates)
+
+
+# ---- ambiguous names --------------------------------------------------------------------
+
+TWO_ANNAS = """\
+    operators:
+      - {key: smirnova, bitrix_id: 15, name: Anna Smirnova}
+      - {key: petrova, bitrix_id: 17, name: Anna Petrova}
+      - {key: bob, bitrix_id: 16, name: Bob Lee}
+    """
+
+
+@pytest.mark.parametrize("word", ["anna", "Anna", "@anna"])
+def test_a_first_name_shared_by_two_operators_is_ambiguous(word: str) -> None:
+    directory = directory_of(TWO_ANNAS)
+    error = resolve_error(directory, word)
+    assert isinstance(error, AmbiguousName)
+    assert error.token == word
+    assert [(t.key, t.name) for t in error.candidates] == [
+        ("petrova", "Anna Petrova"),
+        ("smirnova", "Anna Smirnova"),
+    ]
+
+
+def test_the_keys_of_the_two_annas_still_resolve() -> None:
+    directory = directory_of(TWO_ANNAS)
+    assert directory.resolve("smirnova").bitrix_id == 15
+    assert directory.resolve("@petrova").bitrix_id == 17
+    assert directory.resolve("bob").bitrix_id == 16
+
+
+def test_a_key_beats_a_shared_first_name() -> None:
+    directory = directory_of(
+        """\
+        operators:
+          - {key: anna, bitrix_id: 15, name: Anna Smirnova}
+          - {key: petrova, bitrix_id: 17, name: Anna Petrova}
+        """
+    )
+    assert directory.resolve("anna").bitrix_id == 15
+
+
+# ---- words that cannot be targets -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "word", ["@", "#", "queue:", "user:abc", "user:0", "queue:0", "@a<b>", "@an na", "@@x"]
+)
+def test_bad_targets(sample: Directory, word: str) -> None:
+    error = resolve_error(sample, word)
+    assert isinstance(error, BadTarget)
+    assert error.candidates == ()
+
+
+# ---- spellings --------------------------------------------------------------------------
+
+
+def test_spellings_list_the_key_first_then_the_other_names(sample: Directory) -> None:
+    assert sample.spellings(ANNA) == ["@anna", "@anna_s", "@anya"]
+    assert sample.spellings(BOB) == ["@bob"]
+    assert sample.spellings(SUPPORT) == ["#support", "#sup"]
+
+
+def test_every_spelling_resolves_back(sample: Directory) -> None:
+    for target in (*sample.operators, *sample.queues):
+        for spelling in sample.spellings(target):
+            assert sample.resolve(spelling) == target
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (ANNA, "@anna"),
+        (SUPPORT, "#support"),
+        (Target(Kind.OPERATOR, 99, "user 99"), "user:99"),
+        (Target(Kind.QUEUE, 42, "queue 42"), "queue:42"),
+    ],
+)
+def test_spelling(sample: Directory, target: Target, expected: str) -> None:
+    assert sample.spelling(target) == expected
+
+
+def test_spellings_of_a_raw_target(sample: Directory) -> None:
+    assert sample.spellings(sample.resolve("user:99")) == ["user:99"]
+
+
+def test_directory_lists_entries_in_config_order(sample: Directory) -> None:
+    assert [t.key for t in sample.operators] == ["anna", "bob"]
+    assert [t.key for t in sample.queues] == ["support"]
+    assert sample.name_of(Kind.OPERATOR, 16) == "Bob Lee"
+    assert sample.name_of(Kind.QUEUE, 16) is None
+
+
+# ---- a big directory --------------------------------------------------------------------
+
+BIG = 10_000
+
+
+@pytest.fixture(scope="module")
+def big() -> Directory:
+    """Operators op00000..op09999 (bitrix_id i + 1, name "Given00042 Family00042"), one queue."""
+    config = Config.model_validate(
+        {
+            "operators": [
+                {"key": f"op{i:05d}", "bitrix_id": i + 1, "name": f"Given{i:05d} Family{i:05d}"}
+                for i in range(BIG)
+            ],
+            "queues": [{"key": "support", "bitrix_id": 3, "name": "Support line"}],
+        }
+    )
+    return Directory.from_config(config)
+
+
+def test_big_directory_has_every_operator(big: Directory) -> None:
+    assert len(big.operators) == BIG
+    assert big.operators[0].key == "op00000"
+    assert big.operators[-1].key == "op09999"
+
+
+@pytest.mark.parametrize(
+    ("word", "key", "bitrix_id"),
+    [
+        ("op00000", "op00000", 1),
+        ("@op09999", "op09999", 10_000),
+        ("OP05000", "op05000", 5001),
+        ("@op04321", "op04321", 4322),
+        ("given05000", "op05000", 5001),
+        ("Family09999", "op09999", 10_000),
+        ("user:5001", "op05000", 5001),
+        ("#support", "support", 3),
+    ],
+)
+def test_big_directory_resolves_first_last_and_middle(
+    big: Directory, word: str, key: str, bitrix_id: int
+) -> None:
+    target = big.resolve(word)
+    assert (target.key, target.bitrix_id) == (key, bitrix_id)
+
+
+@pytest.mark.parametrize("word", ["@op050000", "opp05000", "@op05000x"])
+def test_big_directory_miss_suggests_the_nearest(big: Directory, word: str) -> None:
+    error = resolve_error(big, word)
+    assert isinstance(error, UnknownName)
+    assert 1 <= len(error.candidates) <= 3
+    assert error.candidates[0].key == "op05000"
+    assert all(t.kind is Kind.OPERATOR for t in error.candidates)
+
+
+def test_big_directory_miss_of_garbage_has_no_suggestions(big: Directory) -> None:
+    error = resolve_error(big, "@zzzzzzzz")
+    assert isinstance(error, UnknownName)
+    assert error.candidates == ()
