@@ -287,6 +287,12 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Я работаю только в чатах команды из моих настроек. Напишите {admin}, чтобы добавить "
         "этот чат (ID <code>{chat_id}</code>), или пишите мне в личку.",
     ),
+    "internal_error": (
+        "Something went wrong inside the bot. Check the dialog in Bitrix24 before trying "
+        "again, and tell {admin}.",
+        "Внутри бота что-то сломалось. Проверьте диалог в Bitrix24, прежде чем повторять, "
+        "и сообщите {admin}.",
+    ),
     "not_understood": (
         "I only understand commands. See /help.",
         "Я понимаю только команды. См. /help.",

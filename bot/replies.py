@@ -14,6 +14,32 @@ from bot.directory import AmbiguousName, Directory, Kind, ResolveError, Target, 
 from bot.handoff import Outcome, Status
 from bot.messages import Html, Lang, Messages, escape
 
+MAX_NAME = 60  # a dialog's name as shown: one phone line, not a paragraph
+TELEGRAM_LIMIT = 4096
+
+
+def split_message(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
+    """Cut a long reply into messages Telegram accepts, between lines (each line is whole
+    HTML by construction, so no tag is ever cut)."""
+    chunks: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > limit:  # a single giant line: cut it hard rather than lose it
+            if current:
+                chunks.append(current)
+                current = ""
+            chunks.append(line[:limit])
+            line = line[limit:]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > limit:
+            chunks.append(current)
+            current = line
+        else:
+            current = candidate
+    if current or not chunks:
+        chunks.append(current)
+    return chunks
+
 
 class Replies:
     """Renders the bot's texts for one configured team."""
@@ -50,9 +76,12 @@ class Replies:
         """``2043 «Ivan — WhatsApp»``, or the number as typed if the dialog was not found."""
         if outcome.dialog is None:
             return escape(outcome.label)
-        if not outcome.dialog.name:
+        name = " ".join(outcome.dialog.name.split())
+        if not name:
             return escape(outcome.dialog.chat_id)
-        return escape(f"{outcome.dialog.chat_id} «{outcome.dialog.name}»")
+        if len(name) > MAX_NAME:
+            name = name[: MAX_NAME - 1].rstrip() + "…"
+        return escape(f"{outcome.dialog.chat_id} «{name}»")
 
     # ---- transfer results ---------------------------------------------------------------
 

@@ -9,26 +9,27 @@ from aiogram.types import Message
 from bot.directory import Kind
 from bot.messages import Lang
 from bot.replies import Replies
+from handlers.respond import respond
 
 
 async def help_(message: Message, replies: Replies, lang: Lang) -> None:
     """Usage with this team's own names."""
-    await message.answer(replies.help(lang))
+    await respond(message, replies.help(lang))
 
 
 async def operators(message: Message, replies: Replies, lang: Lang) -> None:
     """The operators and every name that reaches them."""
-    await message.answer(replies.listing(Kind.OPERATOR, lang))
+    await respond(message, replies.listing(Kind.OPERATOR, lang))
 
 
 async def queues(message: Message, replies: Replies, lang: Lang) -> None:
     """The queues (open lines) and every name that reaches them."""
-    await message.answer(replies.listing(Kind.QUEUE, lang))
+    await respond(message, replies.listing(Kind.QUEUE, lang))
 
 
 async def not_understood(message: Message, replies: Replies, lang: Lang) -> None:
     """Anything else in a private chat: point to /help rather than stay silent."""
-    await message.answer(replies.messages.text("not_understood", lang))
+    await respond(message, replies.messages.text("not_understood", lang))
 
 
 def build_router() -> Router:

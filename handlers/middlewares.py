@@ -13,6 +13,7 @@ from bot.access import AccessPolicy, Verdict
 from bot.config import Config
 from bot.messages import pick_language
 from bot.replies import Replies
+from handlers.respond import respond
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
@@ -51,7 +52,7 @@ class AccessMiddleware(BaseMiddleware):
             text = replies.messages.text("not_supervisor", lang, user_id=user.id)
         else:
             text = replies.messages.text("wrong_chat", lang, chat_id=chat.id)
-        await message.reply(text) if chat.type != "private" else await message.answer(text)
+        await respond(message, text)
         return None
 
 

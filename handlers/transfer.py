@@ -14,17 +14,10 @@ from bot.config import Config
 from bot.directory import Directory, ResolveError
 from bot.handoff import Handoff
 from bot.messages import Html, Lang
-from bot.replies import Replies
+from bot.replies import Replies, split_message
+from handlers.respond import respond
 
 log = logging.getLogger(__name__)
-
-
-async def respond(message: Message, text: str) -> None:
-    """Answer in a private chat; in a group, reply so the answer sits under the command."""
-    if message.chat.type == "private":
-        await message.answer(text)
-    else:
-        await message.reply(text)
 
 
 async def transfer(
@@ -55,7 +48,8 @@ async def transfer(
     announcement = replies.announcement(outcomes, target, supervisor_name, lang)
     if announcement and config.announce_to is not None and config.announce_to != message.chat.id:
         try:
-            await bot.send_message(config.announce_to, announcement)
+            for chunk in split_message(announcement):
+                await bot.send_message(config.announce_to, chunk)
         except TelegramAPIError as err:
             log.warning("announcement to %s failed: %s", config.announce_to, err)
             text = Html(f"{text}\n{replies.messages.text('announce.failed', lang)}")

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aiogram import Bot
+from aiogram import Bot, Router
 
 from bot.app import App, build_app, build_bot
 from bot.config import Config, parse_config
@@ -106,8 +106,12 @@ async def running_bot(
     portal: PortalSimulator | None = None,
     env: dict[str, str] | None = None,
     yaml_text: str = CONFIG_YAML,
+    extra_router: Router | None = None,
 ) -> AsyncIterator[Harness]:
-    """Start the fakes and the real bot; stop everything on exit."""
+    """Start the fakes and the real bot; stop everything on exit.
+
+    ``extra_router`` is included after the bot's own (to plant a failing handler, say).
+    """
     portal = portal or make_portal()
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
         environment = {
@@ -118,6 +122,8 @@ async def running_bot(
         }
         config = parse_config(yaml_text, environment)
         app = build_app(config)
+        if extra_router is not None:
+            app.dispatcher.include_router(extra_router)
         bot = build_bot(config)
         polling = asyncio.create_task(
             app.dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1)

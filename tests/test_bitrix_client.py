@@ -355,3 +355,13 @@ async def test_client_bucket_keeps_under_the_portal_limit() -> None:
         assert len(dialogs) == 30
         assert portal.rejected_by_limit == 0
         assert len(portal.calls_to(DIALOG_GET)) == 30
+
+
+async def test_finish_sends_chat_id_and_reports_its_own_codes(portal: PortalSimulator) -> None:
+    async with client_for(portal) as client:
+        await client.finish(2043)
+        with pytest.raises(BitrixError) as caught:
+            await client.finish(9999)
+    assert [c.params for c in portal.calls_to(FINISH)] == [{"CHAT_ID": 2043}, {"CHAT_ID": 9999}]
+    assert portal.dialogs[2043].closed
+    assert (caught.value.code, caught.value.status) == ("ACCESS_DENIED", 400)

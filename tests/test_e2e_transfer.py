@@ -312,3 +312,55 @@ async def test_burst_of_100_commands_against_the_leaky_bucket() -> None:
         assert all(h.portal.dialogs[n].owner == ANNA for n in range(3000, 3100))
         assert h.portal.rejected_by_limit == 0
     assert IRINA  # the fixture's holder of 2045, used in the several-dialogs test
+
+
+async def test_two_supervisors_moving_one_dialog_at_once_make_one_transfer() -> None:
+    portal = make_portal()
+    portal.inject(TRANSFER, Fault.delay(0.3, apply=True))  # keep the first one in flight
+    async with running_bot(portal) as h:
+        h.telegram.send_message("/transfer 2043 @anna", user_id=OLGA)
+        h.telegram.send_message("/transfer 2043 @anna", user_id=PETR, first_name="Petr")
+        await h.telegram.wait_for(
+            lambda: bool(h.telegram.messages_to(OLGA)) and bool(h.telegram.messages_to(PETR))
+        )
+        texts = sorted(
+            m.plain_text.split()[0]
+            for m in (*h.telegram.messages_to(OLGA), *h.telegram.messages_to(PETR))
+        )
+        assert texts == ["☑️", "✅"], "one moved it, the other is told it is already there"
+        assert h.rest_calls() == [{"CHAT_ID": 2043, "USER_ID": ANNA}]
+
+
+async def test_a_long_reply_is_split_not_lost() -> None:
+    portal = make_portal()
+    for n in range(4000, 4020):
+        portal.dialogs[n] = type(portal.dialogs[2043])(
+            n, n + 10000, "A very long customer name " * 10, owner=BOB, line_id=SUPPORT
+        )
+    portal.inject(TRANSFER, Fault.error("OPERATOR_WRONG"), times=20)
+    async with running_bot(portal) as h:
+        h.telegram.send_message(
+            "/transfer " + " ".join(str(n) for n in range(4000, 4020)) + " @anna", user_id=OLGA
+        )
+        await h.settle()
+        lines = [line for m in h.telegram.messages_to(OLGA) for line in m.plain_text.splitlines()]
+        assert len(h.telegram.messages_to(OLGA)) >= 2
+        assert len(lines) == 20
+        assert all(line.startswith("❌ Dialog 40") for line in lines)
+        assert all(len(m.text) <= 4096 for m in h.telegram.messages_to(OLGA))
+
+
+async def test_a_bug_in_a_handler_still_gets_an_answer() -> None:
+    from aiogram import Router
+    from aiogram.filters import Command
+
+    async def broken(_: object) -> None:
+        raise RuntimeError("a bug")
+
+    router = Router()
+    router.message.register(broken, Command("broken"))
+    async with running_bot(extra_router=router) as h:
+        # /broken is not one of ours: the bot's private catch-all answers it, so plant the
+        # bug where no other handler looks: in a listed group, where unknown commands are ignored
+        reply = await h.say("/broken", chat=OTHER_GROUP)
+        assert reply.plain_text.startswith("Something went wrong inside the bot.")
