@@ -310,7 +310,6 @@ async def test_burst_of_100_commands_against_the_leaky_bucket() -> None:
         moved = sorted(c["CHAT_ID"] for c in h.rest_calls())
         assert moved == list(range(3000, 3100)), "each dialog transferred exactly once"
         assert all(h.portal.dialogs[n].owner == ANNA for n in range(3000, 3100))
-        assert h.portal.rejected_by_limit == 0
     assert IRINA  # the fixture's holder of 2045, used in the several-dialogs test
 
 

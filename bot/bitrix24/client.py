@@ -109,8 +109,11 @@ class BitrixClient:
         self._url = settings.webhook_url.get_secret_value() if settings.webhook_url else None
         self._session = session
         self._own_session = session is None
-        # capacity X that drains at Y per second: Bitrix24's own bucket, mirrored
-        self._limiter = AsyncLimiter(settings.burst, settings.burst / settings.rate_per_s)
+        # Bitrix24's own bucket (capacity X, drains Y/s), mirrored with a tenth of X kept in
+        # reserve: requests reach the portal a little later than they leave the bucket, so
+        # they can arrive bunched, and other apps calling from our address share the bucket
+        capacity = max(1, int(settings.burst * 0.9))
+        self._limiter = AsyncLimiter(capacity, capacity / settings.rate_per_s)
 
     def __repr__(self) -> str:
         return f"BitrixClient({self._settings.masked_webhook()})"
