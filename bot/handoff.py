@@ -20,6 +20,8 @@ from bot.directory import Target
 
 log = logging.getLogger(__name__)
 
+_MEMORY_S = 300.0  # far longer than any command's look-then-move can take
+
 
 class Status(StrEnum):
     """How one dialog's transfer ended."""
@@ -51,12 +53,14 @@ class Handoff:
     def __init__(self, client: BitrixClient) -> None:
         self._client = client
         self._locks: dict[int, asyncio.Lock] = {}
+        self._moved_at: dict[int, float] = {}  # CHAT_ID -> when a transfer of it last ended
 
     async def transfer(self, refs: Sequence[DialogRef], target: Target) -> list[Outcome]:
         """Transfer each dialog to ``target``; one :class:`Outcome` per ref, in order."""
         started = time.monotonic()
         try:
             looks = await asyncio.gather(*(self._look(ref) for ref in refs))
+            looked_at = started
             seen: set[int] = set()
             jobs: list[Awaitable[Outcome]] = []
             for ref, look in zip(refs, looks, strict=True):
@@ -66,11 +70,13 @@ class Handoff:
                     jobs.append(_ready(Outcome(ref, Status.DUPLICATE, look)))
                 else:
                     seen.add(look.chat_id)
-                    jobs.append(self._move(ref, look, target))
+                    jobs.append(self._move(ref, look, target, looked_at))
             outcomes = list(await asyncio.gather(*jobs))
         finally:
-            # forget idle locks so the table does not grow with every dialog ever moved
+            # forget what no command in flight can need, so the tables do not grow forever
             self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            stale = time.monotonic() - _MEMORY_S
+            self._moved_at = {k: v for k, v in self._moved_at.items() if v > stale}
         for outcome in outcomes:
             _log(outcome, target, started)
         return outcomes
@@ -81,22 +87,25 @@ class Handoff:
         except BitrixError as err:
             return err
 
-    async def _move(self, ref: DialogRef, dialog: Dialog, target: Target) -> Outcome:
-        lock = self._locks.setdefault(dialog.chat_id, asyncio.Lock())
-        contended = lock.locked()
-        async with lock:
-            if contended:
-                # another command moved (or tried to move) it while we waited: look again
+    async def _move(
+        self, ref: DialogRef, dialog: Dialog, target: Target, looked_at: float
+    ) -> Outcome:
+        chat_id = dialog.chat_id
+        async with self._locks.setdefault(chat_id, asyncio.Lock()):
+            if self._moved_at.get(chat_id, -1.0) >= looked_at:
+                # another command moved (or tried to) since we looked: our look is stale
                 try:
-                    dialog = await self._client.dialog(dialog.chat_id)
+                    dialog = await self._client.dialog(chat_id)
                 except BitrixError as err:
                     return Outcome(ref, Status.FAILED, dialog, err)
             if dialog.held_by(target):
                 return Outcome(ref, Status.ALREADY, dialog)
             try:
-                await self._client.transfer(dialog.chat_id, target, before=dialog)
+                await self._client.transfer(chat_id, target, before=dialog)
             except BitrixError as err:
                 return Outcome(ref, Status.FAILED, dialog, err)
+            finally:
+                self._moved_at[chat_id] = time.monotonic()
             return Outcome(ref, Status.MOVED, dialog)
 
 
