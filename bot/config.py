@@ -63,6 +63,13 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _text_or_none(value: Any) -> Any:
+    """A value given as text or as SecretStr, in plain; None when empty."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return None if value is None or value == "" else value
+
+
 class Bitrix24Settings(_Frozen):
     """How to reach the portal and how politely to call it."""
 
@@ -76,9 +83,8 @@ class Bitrix24Settings(_Frozen):
     @field_validator("webhook_url", mode="before")
     @classmethod
     def _check_webhook(cls, value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if value is None or value == "":
+        value = _text_or_none(value)
+        if value is None:
             return None
         if not isinstance(value, str):
             raise ValueError("must be a URL such as https://<portal>/rest/<user_id>/<code>/")
@@ -123,9 +129,8 @@ class TelegramSettings(_Frozen):
     @field_validator("token", mode="before")
     @classmethod
     def _check_token(cls, value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if value is None or value == "":
+        value = _text_or_none(value)
+        if value is None:
             return None
         if not isinstance(value, str) or not _TOKEN_SHAPE.match(value.strip()):
             # never echo the value: it may be a real token with a typo
@@ -135,9 +140,8 @@ class TelegramSettings(_Frozen):
     @field_validator("api_url", mode="before")
     @classmethod
     def _check_api_url(cls, value: Any) -> Any:
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if value is None or value == "":
+        value = _text_or_none(value)
+        if value is None:
             return None
         if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must be an http(s) URL of a Bot API server, or empty")
