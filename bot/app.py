@@ -15,21 +15,26 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import BotCommand, BotCommandScopeDefault
+from aiogram.types import (
+    BotCommand,
+    BotCommandScopeAllGroupChats,
+    BotCommandScopeAllPrivateChats,
+    BotCommandScopeDefault,
+    BotCommandScopeUnion,
+)
 
-from bot.access import AccessPolicy
 from bot.bitrix24.client import BitrixClient
 from bot.config import Config
-from bot.directory import Directory
-from bot.handoff import Handoff
 from bot.messages import LANGS, Messages
-from bot.replies import Replies
+from bot.services import Services
 from handlers import build_router
 from handlers.middlewares import InFlight
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("transfer", "operators", "queues", "help")
+# the "/" menu: everything in private chats; in groups only what makes sense in front of a team
+PRIVATE_COMMANDS = ("transfer", "finish", "operators", "queues", "help")
+GROUP_COMMANDS = ("transfer", "finish", "help")
 SHUTDOWN_GRACE_S = 30.0
 
 
@@ -54,6 +59,7 @@ class App:
     dispatcher: Dispatcher
     client: BitrixClient
     in_flight: InFlight
+    services: Services
 
     async def close(self) -> None:
         """Close the Bitrix24 session (aiogram closes the bot's own)."""
@@ -63,20 +69,13 @@ class App:
 def build_app(config: Config, client: BitrixClient | None = None) -> App:
     """The dispatcher with its routers, middlewares and workflow data."""
     client = client or BitrixClient(config.bitrix24)
-    directory = Directory.from_config(config)
-    messages = Messages(config.messages, config.admin_contact)
+    services = Services.build(config, client)
+    messages = services.replies.messages
     in_flight = InFlight()
-    dispatcher = Dispatcher(
-        config=config,
-        directory=directory,
-        access=AccessPolicy(config),
-        handoff=Handoff(client),
-        replies=Replies(messages, directory),
-        client=client,
-    )
+    dispatcher = Dispatcher(services=services)
     dispatcher.update.outer_middleware(in_flight)
     dispatcher.include_router(build_router())
-    app = App(config, dispatcher, client, in_flight)
+    app = App(config, dispatcher, client, in_flight, services)
 
     async def on_startup(bot: Bot) -> None:
         try:
@@ -98,15 +97,21 @@ def build_app(config: Config, client: BitrixClient | None = None) -> App:
 
 
 async def set_commands(bot: Bot, messages: Messages) -> None:
-    """The Telegram "/" menu, in English (the default) and Russian."""
-    for lang in LANGS:
-        commands = [
-            BotCommand(command=name, description=messages.template(f"command.{name}", lang))
-            for name in COMMANDS
-        ]
-        await bot.set_my_commands(
-            commands, scope=BotCommandScopeDefault(), language_code=None if lang == "en" else lang
-        )
+    """The Telegram "/" menu per scope (private chats, groups) and language (en default, ru)."""
+    scopes: tuple[tuple[BotCommandScopeUnion, tuple[str, ...]], ...] = (
+        (BotCommandScopeDefault(), PRIVATE_COMMANDS),
+        (BotCommandScopeAllPrivateChats(), PRIVATE_COMMANDS),
+        (BotCommandScopeAllGroupChats(), GROUP_COMMANDS),
+    )
+    for scope, names in scopes:
+        for lang in LANGS:
+            commands = [
+                BotCommand(command=name, description=messages.template(f"command.{name}", lang))
+                for name in names
+            ]
+            await bot.set_my_commands(
+                commands, scope=scope, language_code=None if lang == "en" else lang
+            )
 
 
 async def run_polling(config: Config) -> None:

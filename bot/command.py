@@ -35,15 +35,14 @@ class DialogRef:
 
 @dataclass(frozen=True, slots=True)
 class TransferCommand:
-    """``/transfer <dialog> [<dialog> ...] <target>``, parsed."""
+    """``/transfer <dialog> [<dialog> ...] <target>``, parsed; either part may be missing
+    (a reply to a message about a dialog supplies the dialog, a picker the target)."""
 
     dialogs: tuple[DialogRef, ...]
-    target: str
+    target: str | None
 
 
-UsageReason = Literal[
-    "empty", "no_target", "no_dialog", "bad_dialog", "bad_link", "bad_target", "too_many"
-]
+UsageReason = Literal["empty", "no_dialog", "bad_dialog", "bad_link", "bad_target", "too_many"]
 
 
 class UsageError(Exception):
@@ -112,23 +111,41 @@ def _looks_like_dialog(token: str, bare_numbers: DialogKind) -> bool:
     return True
 
 
-def parse_transfer(args: str | None, bare_numbers: DialogKind = DialogKind.CHAT) -> TransferCommand:
-    """Parse what follows ``/transfer``; duplicates collapse, order is kept."""
-    tokens = [t for t in _SEPARATORS.split(args or "") if t]
-    if not tokens:
-        raise UsageError("empty")
-    *dialog_words, target = tokens
-    if _looks_like_dialog(target, bare_numbers):
-        raise UsageError("no_target")
-    if not _TARGET_SHAPE.match(target):
-        raise UsageError("bad_target", target)
-    if not dialog_words:
-        raise UsageError("no_dialog")
+def parse_dialogs(words: list[str], bare_numbers: DialogKind) -> tuple[DialogRef, ...]:
+    """Several dialog words; duplicates collapse, order is kept, at most :data:`MAX_DIALOGS`."""
     dialogs: list[DialogRef] = []
-    for word in dialog_words:
+    for word in words:
         ref = parse_dialog(word, bare_numbers)
         if ref not in dialogs:
             dialogs.append(ref)
     if len(dialogs) > MAX_DIALOGS:
         raise UsageError("too_many", str(MAX_DIALOGS))
-    return TransferCommand(tuple(dialogs), target)
+    return tuple(dialogs)
+
+
+def _tokens(args: str | None) -> list[str]:
+    return [t for t in _SEPARATORS.split(args or "") if t]
+
+
+def parse_transfer(args: str | None, bare_numbers: DialogKind = DialogKind.CHAT) -> TransferCommand:
+    """Parse what follows ``/transfer``: dialogs, then the target (if the last word is one).
+
+    Missing parts are left empty for the caller to fill; malformed parts raise
+    :class:`UsageError`.
+    """
+    tokens = _tokens(args)
+    if not tokens:
+        return TransferCommand((), None)
+    *dialog_words, last = tokens
+    if _looks_like_dialog(last, bare_numbers):
+        return TransferCommand(parse_dialogs(tokens, bare_numbers), None)
+    if not _TARGET_SHAPE.match(last):
+        raise UsageError("bad_target", last)
+    return TransferCommand(parse_dialogs(dialog_words, bare_numbers), last)
+
+
+def parse_finish(
+    args: str | None, bare_numbers: DialogKind = DialogKind.CHAT
+) -> tuple[DialogRef, ...]:
+    """Parse what follows ``/finish``: one or more dialogs (maybe none, for a reply)."""
+    return parse_dialogs(_tokens(args), bare_numbers)

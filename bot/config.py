@@ -197,6 +197,7 @@ class Config(_Frozen):
     chats: tuple[Chat, ...] = ()
     announce_to: int | None = None
     dialog_numbers: Literal["chat", "session"] = "chat"
+    button_expiry_min: float = Field(default=15.0, gt=0, le=48 * 60)
     operators: tuple[Operator, ...] = ()
     queues: tuple[Queue, ...] = ()
     messages: MessageOverrides = Field(default_factory=dict)
@@ -291,6 +292,8 @@ def _friendly(error: Mapping[str, Any], loc: KeyPath) -> str:
         return "must be a number"
     if kind in ("string_type", "string_too_short"):
         return "must be non-empty text"
+    if kind == "string_too_long":
+        return f"is too long (at most {ctx.get('max_length')} characters)"
     if kind == "string_pattern_mismatch":
         return "must start with a letter and use only letters, digits, _ . - (no spaces)"
     if kind == "literal_error":

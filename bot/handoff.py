@@ -27,6 +27,7 @@ class Status(StrEnum):
     """How one dialog's transfer ended."""
 
     MOVED = "moved"
+    FINISHED = "finished"
     ALREADY = "already"  # it was with the target before we started: nothing sent
     DUPLICATE = "duplicate"  # another word of the same command named the same dialog
     FAILED = "failed"
@@ -59,7 +60,7 @@ class Handoff:
         """Transfer each dialog to ``target``; one :class:`Outcome` per ref, in order."""
         started = time.monotonic()
         try:
-            looks = await asyncio.gather(*(self._look(ref) for ref in refs))
+            looks = await self.look(refs)
             looked_at = started
             seen: set[int] = set()
             jobs: list[Awaitable[Outcome]] = []
@@ -81,11 +82,40 @@ class Handoff:
             _log(outcome, target, started)
         return outcomes
 
+    async def look(self, refs: Sequence[DialogRef]) -> list[Dialog | BitrixError]:
+        """Each dialog as Bitrix24 describes it now, or why it cannot be seen."""
+        return list(await asyncio.gather(*(self._look(ref) for ref in refs)))
+
     async def _look(self, ref: DialogRef) -> Dialog | BitrixError:
         try:
             return await self._client.dialog(ref)
         except BitrixError as err:
             return err
+
+    async def finish(self, refs: Sequence[DialogRef]) -> list[Outcome]:
+        """Finish each dialog (``imopenlines.operator.another.finish``); one outcome per ref."""
+        started = time.monotonic()
+        looks = await self.look(refs)
+        outcomes = list(
+            await asyncio.gather(
+                *(self._finish_one(ref, look) for ref, look in zip(refs, looks, strict=True))
+            )
+        )
+        for outcome in outcomes:
+            _log(outcome, None, started)
+        return outcomes
+
+    async def _finish_one(self, ref: DialogRef, look: Dialog | BitrixError) -> Outcome:
+        if isinstance(look, BitrixError):
+            return Outcome(ref, Status.FAILED, error=look)
+        async with self._locks.setdefault(look.chat_id, asyncio.Lock()):
+            try:
+                await self._client.finish(look.chat_id)
+            except BitrixError as err:
+                return Outcome(ref, Status.FAILED, look, err)
+            finally:
+                self._moved_at[look.chat_id] = time.monotonic()
+        return Outcome(ref, Status.FINISHED, look)
 
     async def _move(
         self, ref: DialogRef, dialog: Dialog, target: Target, looked_at: float
@@ -113,12 +143,13 @@ async def _ready(outcome: Outcome) -> Outcome:
     return outcome
 
 
-def _log(outcome: Outcome, target: Target, started: float) -> None:
+def _log(outcome: Outcome, target: Target | None, started: float) -> None:
     code = outcome.error.code if outcome.error else outcome.status.value
     log.info(
-        "transfer dialog=%s target=%s outcome=%s latency_ms=%.0f",
+        "%s dialog=%s target=%s outcome=%s latency_ms=%.0f",
+        "finish" if target is None else "transfer",
         outcome.label,
-        target.ref,
+        target.ref if target else "-",
         code,
         (time.monotonic() - started) * 1000,
     )

@@ -273,6 +273,51 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Transferred, but the team chat was not notified.",
         "Передано, но в общий чат сообщить не удалось.",
     ),
+    "picker.one": (
+        "Dialog {dialog} is with {holder}. Move it to:",
+        "Диалог {dialog} сейчас у {holder}. Кому передать?",
+    ),
+    "picker.many": ("Move {count} dialogs to:", "Кому передать диалоги ({count})?"),
+    "choose": ("Which dialog?", "Какой диалог?"),
+    "confirm.transfer": (
+        "Transfer {count} dialogs to {target}?",
+        "Передать {target} диалоги ({count})?",
+    ),
+    "confirm.finish": (
+        "Finish these dialogs? Their customers' sessions will be closed.",
+        "Завершить эти диалоги? Сессии клиентов будут закрыты.",
+    ),
+    "confirm.line": ("• {dialog} · {holder}", "• {dialog} · {holder}"),
+    "button.next": ("Next »", "Дальше »"),
+    "button.back": ("« Back", "« Назад"),
+    "button.cancel": ("Cancel", "Отмена"),
+    "button.transfer": ("✅ Transfer", "✅ Передать"),
+    "button.finish": ("🏁 Finish", "🏁 Завершить"),
+    "tap.expired": (
+        "These buttons have expired: send the command again.",
+        "Эти кнопки устарели: отправьте команду снова.",
+    ),
+    "tap.taken": ("Already being done.", "Уже выполняется."),
+    "tap.working": ("Working…", "Выполняю…"),
+    "tap.not_supervisor": (
+        "Only the bot's supervisors can use these buttons.",
+        "Эти кнопки только для супервайзеров бота.",
+    ),
+    "cancelled": ("Cancelled; nothing was changed.", "Отменено, ничего не изменилось."),
+    "result.finished": (
+        "🏁 Dialog {dialog} finished (it was with {previous}).",
+        "🏁 Диалог {dialog} завершён (был у {previous}).",
+    ),
+    "announce.finished": (
+        "🏁 Dialog {dialog} finished by {by} (it was with {previous})",
+        "🏁 Диалог {dialog} завершил(а) {by} (был у {previous})",
+    ),
+    "usage.finish": (
+        "Which dialog? Example: <code>/finish 2043</code>, or reply /finish to my message "
+        "about it.",
+        "Какой диалог? Пример: <code>/finish 2043</code>, или ответьте /finish на моё "
+        "сообщение о нём.",
+    ),
     "holder.user": ("user {id}", "пользователь {id}"),
     "holder.nobody": ("queue (unassigned)", "очередь (без оператора)"),
     "not_supervisor": (
@@ -303,16 +348,22 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "<code>/transfer 2043 #{queue}</code> to a queue\n"
         "<code>/transfer 2043 2044 @{operator}</code> several dialogs\n"
         "<code>/transfer s3567 @{operator}</code> by session number\n"
-        "<code>/transfer 2043 user:15</code> by Bitrix24 ID\n\n"
-        "You can also paste a dialog link instead of the number.\n"
+        "<code>/transfer 2043 user:15</code> by Bitrix24 ID\n"
+        "<code>/transfer 2043</code> pick from a list\n"
+        "<code>/finish 2043</code> finish a dialog\n\n"
+        "Paste a dialog link instead of the number, or reply <code>/transfer @{operator}</code> "
+        "to my message about a dialog.\n"
         "/operators and /queues list the names.",
         "Я передаю диалоги Bitrix24 между операторами и очередями.\n\n"
         "<code>/transfer 2043 @{operator}</code> оператору\n"
         "<code>/transfer 2043 #{queue}</code> в очередь\n"
         "<code>/transfer 2043 2044 @{operator}</code> несколько диалогов\n"
         "<code>/transfer s3567 @{operator}</code> по номеру сессии\n"
-        "<code>/transfer 2043 user:15</code> по ID в Bitrix24\n\n"
-        "Вместо номера можно вставить ссылку на диалог.\n"
+        "<code>/transfer 2043 user:15</code> по ID в Bitrix24\n"
+        "<code>/transfer 2043</code> выбрать из списка\n"
+        "<code>/finish 2043</code> завершить диалог\n\n"
+        "Вместо номера можно вставить ссылку на диалог или ответить "
+        "<code>/transfer @{operator}</code> на моё сообщение о диалоге.\n"
         "Имена: /operators и /queues.",
     ),
     "operators.title": ("<b>Operators</b>", "<b>Операторы</b>"),
@@ -325,6 +376,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "command.operators": ("Operators and their names", "Операторы и их имена"),
     "command.queues": ("Queues (open lines)", "Очереди (открытые линии)"),
     "command.help": ("How to use the bot", "Как пользоваться ботом"),
+    "command.finish": ("Finish a dialog (with a confirming tap)", "Завершить диалог"),
 }
 
 

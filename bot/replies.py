@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.bitrix24.client import Dialog
+from bot.bitrix24.errors import BitrixError
 from bot.command import UsageError
 from bot.directory import AmbiguousName, Directory, Kind, ResolveError, Target, UnknownName
 from bot.handoff import Outcome, Status
@@ -76,57 +77,123 @@ class Replies:
         """``2043 «Ivan — WhatsApp»``, or the number as typed if the dialog was not found."""
         if outcome.dialog is None:
             return escape(outcome.label)
-        name = " ".join(outcome.dialog.name.split())
+        return Replies.looked(outcome.dialog)
+
+    @staticmethod
+    def looked(dialog: Dialog) -> Html:
+        """A dialog Bitrix24 described, for HTML: ``2043 «Ivan — WhatsApp»``."""
+        return escape(Replies.label(dialog))
+
+    @staticmethod
+    def label(dialog: Dialog) -> str:
+        """A dialog as plain text (buttons): ``2043 «Ivan — WhatsApp»``, long names cut."""
+        name = " ".join(dialog.name.split())
         if not name:
-            return escape(outcome.dialog.chat_id)
+            return str(dialog.chat_id)
         if len(name) > MAX_NAME:
             name = name[: MAX_NAME - 1].rstrip() + "…"
-        return escape(f"{outcome.dialog.chat_id} «{name}»")
+        return f"{dialog.chat_id} «{name}»"
 
     # ---- transfer results ---------------------------------------------------------------
 
-    def outcome(self, outcome: Outcome, target: Target, lang: Lang) -> Html:
-        """One line for one dialog."""
+    def outcome(self, outcome: Outcome, target: Target | None, lang: Lang) -> Html:
+        """One line for one dialog (``target`` is None for a finish)."""
         text = self.messages.text
-        if outcome.status is Status.MOVED:
-            assert outcome.dialog is not None
-            return text(
-                "result.ok",
-                lang,
-                dialog=self.dialog(outcome),
-                previous=self.holder(outcome.dialog, lang),
-                target=self.target(target, lang),
-            )
+        dialog = self.dialog(outcome)
+        if outcome.status is Status.FAILED:
+            assert outcome.error is not None
+            reason = self.messages.error(outcome.error.code, outcome.error.status, lang)
+            return text("result.failed", lang, dialog=dialog, reason=reason)
+        if outcome.status is Status.DUPLICATE:
+            return text("result.duplicate", lang, dialog=dialog, token=outcome.ref)
+        assert outcome.dialog is not None
+        previous = self.holder(outcome.dialog, lang)
+        if outcome.status is Status.FINISHED or target is None:
+            return text("result.finished", lang, dialog=dialog, previous=previous)
         if outcome.status is Status.ALREADY:
             key = "result.already" if target.kind is Kind.OPERATOR else "result.already_queue"
-            return text(key, lang, dialog=self.dialog(outcome), target=self.target(target, lang))
-        if outcome.status is Status.DUPLICATE:
-            return text("result.duplicate", lang, dialog=self.dialog(outcome), token=outcome.ref)
-        assert outcome.error is not None
-        reason = self.messages.error(outcome.error.code, outcome.error.status, lang)
-        return text("result.failed", lang, dialog=self.dialog(outcome), reason=reason)
+            return text(key, lang, dialog=dialog, target=self.target(target, lang))
+        return text(
+            "result.ok", lang, dialog=dialog, previous=previous, target=self.target(target, lang)
+        )
 
-    def transfer(self, outcomes: Sequence[Outcome], target: Target, lang: Lang) -> Html:
-        """The reply to one ``/transfer``: a line per dialog."""
+    def transfer(self, outcomes: Sequence[Outcome], target: Target | None, lang: Lang) -> Html:
+        """The reply to one ``/transfer`` (or ``/finish``, without a target): a line each."""
         return Html("\n".join(self.outcome(o, target, lang) for o in outcomes))
 
     def announcement(
-        self, outcomes: Sequence[Outcome], target: Target, by: str, lang: Lang
+        self, outcomes: Sequence[Outcome], target: Target | None, by: str, lang: Lang
     ) -> Html | None:
-        """The team-chat line(s) for the dialogs that moved, or None if none did."""
-        lines = [
-            self.messages.text(
-                "announce",
-                lang,
-                dialog=self.dialog(o),
-                previous=self.holder(o.dialog, lang),
-                target=self.target(target, lang),
-                by=by,
-            )
-            for o in outcomes
-            if o.status is Status.MOVED and o.dialog is not None
-        ]
+        """The team-chat line(s) for the dialogs that moved or finished; None if none did."""
+        lines = []
+        for o in outcomes:
+            if o.dialog is None or o.status not in (Status.MOVED, Status.FINISHED):
+                continue
+            previous = self.holder(o.dialog, lang)
+            if target is None:
+                lines.append(
+                    self.messages.text(
+                        "announce.finished", lang, dialog=self.dialog(o), previous=previous, by=by
+                    )
+                )
+            else:
+                lines.append(
+                    self.messages.text(
+                        "announce",
+                        lang,
+                        dialog=self.dialog(o),
+                        previous=previous,
+                        target=self.target(target, lang),
+                        by=by,
+                    )
+                )
         return Html("\n".join(lines)) if lines else None
+
+    # ---- buttons and what they ask ------------------------------------------------------
+
+    def picker(self, dialogs: Sequence[Dialog], lang: Lang) -> Html:
+        """The picker's header: the dialog and who holds it, or how many dialogs."""
+        if len(dialogs) == 1:
+            return self.messages.text(
+                "picker.one",
+                lang,
+                dialog=self.looked(dialogs[0]),
+                holder=self.holder(dialogs[0], lang),
+            )
+        return self.messages.text("picker.many", lang, count=len(dialogs))
+
+    def confirm(
+        self, looks: Sequence[Dialog | BitrixError], target: Target | None, lang: Lang
+    ) -> Html:
+        """What a confirming tap will do: the question, then a line per dialog."""
+        if target is None:
+            lines = [self.messages.text("confirm.finish", lang)]
+        else:
+            count = sum(1 for look in looks if isinstance(look, Dialog))
+            lines = [
+                self.messages.text(
+                    "confirm.transfer", lang, count=count, target=self.target(target, lang)
+                )
+            ]
+        for look in looks:
+            if isinstance(look, Dialog):
+                lines.append(
+                    self.messages.text(
+                        "confirm.line",
+                        lang,
+                        dialog=self.looked(look),
+                        holder=self.holder(look, lang),
+                    )
+                )
+            else:
+                lines.append(self.messages.error(look.code, look.status, lang))
+        return Html("\n".join(lines))
+
+    @staticmethod
+    def button(target: Target) -> str:
+        """A target's button label: plain text (Telegram does not parse markup there)."""
+        name = target.name if len(target.name) <= 32 else target.name[:31] + "…"
+        return f"# {name}" if target.kind is Kind.QUEUE else name
 
     # ---- bad input ----------------------------------------------------------------------
 

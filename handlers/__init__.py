@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import errors, info, transfer
+from handlers import errors, finish, info, taps, transfer
 from handlers.middlewares import AccessMiddleware, LanguageMiddleware
 
 
@@ -15,5 +15,11 @@ def build_router() -> Router:
         observer.middleware(LanguageMiddleware())
         observer.middleware(AccessMiddleware())
     # transfer before info: info's private-chat catch-all must come last
-    root.include_routers(transfer.build_router(), info.build_router(), errors.build_router())
+    root.include_routers(
+        transfer.build_router(),
+        finish.build_router(),
+        taps.build_router(),
+        info.build_router(),
+        errors.build_router(),
+    )
     return root

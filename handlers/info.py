@@ -8,28 +8,28 @@ from aiogram.types import Message
 
 from bot.directory import Kind
 from bot.messages import Lang
-from bot.replies import Replies
+from bot.services import Services
 from handlers.respond import respond
 
 
-async def help_(message: Message, replies: Replies, lang: Lang) -> None:
+async def help_(message: Message, services: Services, lang: Lang) -> None:
     """Usage with this team's own names."""
-    await respond(message, replies.help(lang))
+    await respond(message, services.replies.help(lang))
 
 
-async def operators(message: Message, replies: Replies, lang: Lang) -> None:
+async def operators(message: Message, services: Services, lang: Lang) -> None:
     """The operators and every name that reaches them."""
-    await respond(message, replies.listing(Kind.OPERATOR, lang))
+    await respond(message, services.replies.listing(Kind.OPERATOR, lang))
 
 
-async def queues(message: Message, replies: Replies, lang: Lang) -> None:
+async def queues(message: Message, services: Services, lang: Lang) -> None:
     """The queues (open lines) and every name that reaches them."""
-    await respond(message, replies.listing(Kind.QUEUE, lang))
+    await respond(message, services.replies.listing(Kind.QUEUE, lang))
 
 
-async def not_understood(message: Message, replies: Replies, lang: Lang) -> None:
+async def not_understood(message: Message, services: Services, lang: Lang) -> None:
     """Anything else in a private chat: point to /help rather than stay silent."""
-    await respond(message, replies.messages.text("not_understood", lang))
+    await respond(message, services.replies.messages.text("not_understood", lang))
 
 
 def build_router() -> Router:

@@ -9,10 +9,9 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.types import CallbackQuery, Message, TelegramObject
 
-from bot.access import AccessPolicy, Verdict
-from bot.config import Config
+from bot.access import Verdict
 from bot.messages import pick_language
-from bot.replies import Replies
+from bot.services import Services
 from handlers.respond import respond
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
@@ -22,9 +21,9 @@ class LanguageMiddleware(BaseMiddleware):
     """Puts ``lang`` into handler data: the config's language, or the user's Telegram one."""
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        config: Config = data["config"]
+        services: Services = data["services"]
         user = data.get("event_from_user")
-        data["lang"] = pick_language(config.language, user.language_code if user else None)
+        data["lang"] = pick_language(services.config.language, user.language_code if user else None)
         return await handler(event, data)
 
 
@@ -34,25 +33,23 @@ class AccessMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         if not isinstance(event, Message | CallbackQuery):
             return await handler(event, data)
-        message = event if isinstance(event, Message) else None
         user = event.from_user
         chat = data.get("event_chat")
         if user is None or chat is None:
             return None
-        policy: AccessPolicy = data["access"]
-        verdict = policy.decide(user.id, chat.id, private=chat.type == "private")
+        services: Services = data["services"]
+        verdict = services.access.decide(user.id, chat.id, private=chat.type == "private")
         if verdict is Verdict.ALLOW:
-            data["supervisor_name"] = policy.name_of(user.id) or user.full_name
+            data["supervisor_name"] = services.access.name_of(user.id) or user.full_name
             return await handler(event, data)
-        if verdict is Verdict.IGNORE or message is None:
-            return None
-        replies: Replies = data["replies"]
-        lang = data["lang"]
-        if verdict is Verdict.REFUSE:
-            text = replies.messages.text("not_supervisor", lang, user_id=user.id)
-        else:
-            text = replies.messages.text("wrong_chat", lang, chat_id=chat.id)
-        await respond(message, text)
+        messages, lang = services.replies.messages, data["lang"]
+        if isinstance(event, CallbackQuery):
+            # a tap always gets an answer, or the phone keeps spinning; buttons change nothing
+            await event.answer(messages.template("tap.not_supervisor", lang), show_alert=True)
+        elif verdict is Verdict.REFUSE:
+            await respond(event, messages.text("not_supervisor", lang, user_id=user.id))
+        elif verdict is Verdict.WRONG_CHAT:
+            await respond(event, messages.text("wrong_chat", lang, chat_id=chat.id))
         return None
 
 

@@ -1,19 +1,34 @@
-"""How the bot answers a message: in place in private chats, as a reply in groups."""
+"""How the bot answers: in place in private chats, as a reply in groups, split when long."""
 
 from __future__ import annotations
 
-from aiogram.types import Message
+from aiogram.types import InlineKeyboardMarkup, Message
 
 from bot.replies import split_message
 
 
-async def respond(message: Message, text: str) -> None:
+async def respond(
+    message: Message, text: str, markup: InlineKeyboardMarkup | None = None
+) -> list[Message]:
     """Answer ``message``; in a group, reply so the answer sits under the command.
 
-    A text longer than Telegram allows goes out as several messages.
+    A text longer than Telegram allows goes out as several messages; ``markup`` goes on
+    the last one. Returns what was sent.
     """
-    for chunk in split_message(text):
+    chunks = split_message(text)
+    sent = []
+    for i, chunk in enumerate(chunks):
+        keyboard = markup if i == len(chunks) - 1 else None
         if message.chat.type == "private":
-            await message.answer(chunk)
+            sent.append(await message.answer(chunk, reply_markup=keyboard))
         else:
-            await message.reply(chunk)
+            sent.append(await message.reply(chunk, reply_markup=keyboard))
+    return sent
+
+
+async def replace(message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+    """Turn a message of the bot (its buttons gone unless ``markup``) into ``text``."""
+    first, *rest = split_message(text)
+    await message.edit_text(first, reply_markup=markup)
+    for chunk in rest:
+        await message.answer(chunk)

@@ -1,59 +1,108 @@
-"""/transfer: parse, resolve, move the dialogs, reply, announce."""
+"""/transfer: parse, then carry out the plan — usage, a choice, the picker, a confirmation,
+"did you mean", or the transfer itself."""
 
 from __future__ import annotations
 
-import logging
-
 from aiogram import Bot, Router
-from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject
-from aiogram.types import Message
+from aiogram.types import InlineKeyboardMarkup, Message
 
+from bot.bitrix24.client import Dialog
 from bot.command import DialogKind, UsageError, parse_transfer
-from bot.config import Config
-from bot.directory import Directory, ResolveError
-from bot.handoff import Handoff
+from bot.directory import ResolveError
+from bot.flow import Plan, Step, picker_page, picker_targets, plan_transfer
 from bot.messages import Html, Lang
-from bot.replies import Replies, split_message
+from bot.pending import Action, Pending
+from bot.services import Services
+from handlers import keyboards
 from handlers.respond import respond
-
-log = logging.getLogger(__name__)
+from handlers.work import carry_out, chat_refs, failures, key_of, replied_dialogs
 
 
 async def transfer(
     message: Message,
     command: CommandObject,
     bot: Bot,
-    config: Config,
-    directory: Directory,
-    handoff: Handoff,
-    replies: Replies,
+    services: Services,
     lang: Lang,
     supervisor_name: str,
 ) -> None:
-    """``/transfer <dialog> [<dialog> ...] <target>``; nothing is sent unless all of it resolves."""
+    """``/transfer <dialog> [<dialog> ...] [<target>]``, or a reply to a message about one."""
+    replies = services.replies
     try:
-        parsed = parse_transfer(command.args, DialogKind(config.dialog_numbers))
+        parsed = parse_transfer(command.args, DialogKind(services.config.dialog_numbers))
     except UsageError as err:
         await respond(message, replies.usage(lang, err))
         return
-    try:
-        target = directory.resolve(parsed.target)
-    except ResolveError as err:
-        await respond(message, replies.unresolved(err, lang))
-        return
+    plan = plan_transfer(parsed, replied_dialogs(message, bot, services), services.directory)
+    user_id = message.from_user.id if message.from_user else 0
 
-    outcomes = await handoff.transfer(parsed.dialogs, target)
-    text = replies.transfer(outcomes, target, lang)
-    announcement = replies.announcement(outcomes, target, supervisor_name, lang)
-    if announcement and config.announce_to is not None and config.announce_to != message.chat.id:
-        try:
-            for chunk in split_message(announcement):
-                await bot.send_message(config.announce_to, chunk)
-        except TelegramAPIError as err:
-            log.warning("announcement to %s failed: %s", config.announce_to, err)
-            text = Html(f"{text}\n{replies.messages.text('announce.failed', lang)}")
-    await respond(message, text)
+    if plan.step is Step.USAGE:
+        assert plan.error is not None
+        if isinstance(plan.error, UsageError):
+            await respond(message, replies.usage(lang, plan.error))
+        else:
+            await respond(message, replies.unresolved(plan.error, lang))
+        return
+    if plan.step is Step.SUGGEST:
+        assert isinstance(plan.error, ResolveError)
+        markup = keyboards.suggestions(plan.error.candidates, replies, lang)
+        sent = await respond(message, replies.unresolved(plan.error, lang), markup)
+        services.pending.put(key_of(sent[-1]), Pending(Action.SUGGEST, plan.dialogs, user_id))
+        return
+    if plan.step is Step.EXECUTE:
+        done = await carry_out(
+            bot,
+            services,
+            plan.dialogs,
+            plan.target,
+            by=supervisor_name,
+            lang=lang,
+            origin_chat=message.chat.id,
+        )
+        for sent_message in await respond(message, done.text):
+            services.pending.remember(key_of(sent_message), done.refs)
+        return
+    await _ask(message, plan, services, lang, user_id)
+
+
+async def _ask(message: Message, plan: Plan, services: Services, lang: Lang, user_id: int) -> None:
+    """The steps that look at the dialogs first, then ask with buttons."""
+    replies = services.replies
+    looks = await services.handoff.look(plan.dialogs)
+    seen = [look for look in looks if isinstance(look, Dialog)]
+    failed = replies.transfer(failures(plan.dialogs, looks), None, lang)
+    if not seen:
+        await respond(message, failed)
+        return
+    markup: InlineKeyboardMarkup
+    if plan.step is Step.CONFIRM:
+        text = replies.confirm(looks, plan.target, lang)
+        markup = keyboards.confirm("button.transfer", replies, lang)
+        action = Action.CONFIRM_TRANSFER
+    elif plan.step is Step.CHOOSE:
+        text = Html("\n".join(filter(None, [failed, replies.messages.text("choose", lang)])))
+        markup = keyboards.dialogs(seen, replies, lang)
+        action = Action.CHOOSE
+    else:
+        text = Html("\n".join(filter(None, [failed, replies.picker(seen, lang)])))
+        page = picker_page(picker_targets(services.directory, seen), 0)
+        markup = keyboards.picker(page, replies, lang)
+        action = Action.PICK
+    sent = await respond(message, text, markup)
+    key = key_of(sent[-1])
+    # a choice is between dialogs that exist; otherwise keep every dialog, so the result
+    # still says what became of the ones that could not be seen
+    pending = Pending(
+        action,
+        chat_refs(seen) if action is Action.CHOOSE else plan.dialogs,
+        user_id,
+        target=plan.target,
+        looked=tuple(seen),
+        target_word=plan.target_word,
+    )
+    services.pending.put(key, pending)
+    services.pending.remember(key, pending.dialogs)
 
 
 def build_router() -> Router:

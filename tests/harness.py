@@ -8,6 +8,7 @@ POSTs over HTTP.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ telegram:
   api_url: ${TELEGRAM_API_URL:-}
 language: auto
 admin_contact: "@it_ops"
+button_expiry_min: ${EXPIRY_MIN:-15}
 supervisors:
   - {id: 111111111, name: Olga}
   - {id: 222222222, name: Petr}
@@ -86,6 +88,47 @@ class Harness:
             lambda: len(self.telegram.messages_to(chat_id)) > before, timeout=wait_s
         )
         return self.telegram.messages_to(chat_id)[before]
+
+    async def tap(
+        self,
+        message: SentMessage,
+        data: str,
+        *,
+        user: int = OLGA,
+        first_name: str = "Olga",
+        check_button: bool = True,
+    ) -> dict[str, Any]:
+        """Press a button of ``message``; returns the tap's answer once the bot is done."""
+        answers = len(self.telegram.callback_answers)
+        self.telegram.press_button(
+            message.message_id,
+            data,
+            user_id=user,
+            chat_id=message.chat_id,
+            first_name=first_name,
+            check_button=check_button,
+        )
+        await self.telegram.wait_for(lambda: len(self.telegram.callback_answers) > answers)
+        await self.settle()
+        return self.telegram.callback_answers[answers]
+
+    def now(self, message: SentMessage) -> SentMessage:
+        """A bot message as it is now: the latest text, and the keyboard it has now."""
+        versions = [
+            m
+            for m in self.telegram.sent
+            if m.chat_id == message.chat_id and m.message_id == message.message_id
+        ]
+        current = self.telegram.get_message(message.chat_id, message.message_id) or {}
+        return dataclasses.replace(versions[-1], reply_markup=current.get("reply_markup"))
+
+    def labels(self, message: SentMessage) -> list[str]:
+        """The button labels a message shows now, row by row."""
+        return [button["text"] for row in self.now(message).buttons for button in row]
+
+    def messages_in(self, chat_id: int) -> list[int]:
+        """The distinct messages the bot sent to a chat (edits are not new messages)."""
+        return sorted({m.message_id for m in self.telegram.messages_to(chat_id)})
 
     async def settle(self) -> None:
         """Wait until the bot has handled every update it was given."""

@@ -213,18 +213,29 @@ def test_the_limit_counts_distinct_dialogs() -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "dialogs", "target"),
+    [
+        (None, (), None),
+        ("", (), None),
+        ("   ", (), None),
+        (" , ;\n", (), None),
+        ("@anna", (), "@anna"),
+        ("#support", (), "#support"),
+        ("2043", (chat(2043),), None),
+        ("2043 2044", (chat(2043), chat(2044)), None),
+        ("2043 s2044", (chat(2043), session(2044)), None),
+        ("2043 ,", (chat(2043),), None),
+    ],
+)
+def test_missing_parts_are_left_for_a_reply_or_a_picker(
+    args: str | None, dialogs: tuple[DialogRef, ...], target: str | None
+) -> None:
+    assert parse_transfer(args) == TransferCommand(dialogs, target)
+
+
+@pytest.mark.parametrize(
     ("args", "reason", "token"),
     [
-        (None, "empty", None),
-        ("", "empty", None),
-        ("   ", "empty", None),
-        (" , ;\n", "empty", None),
-        ("@anna", "no_dialog", None),
-        ("#support", "no_dialog", None),
-        ("2043", "no_target", None),
-        ("2043 2044", "no_target", None),
-        ("2043 s2044", "no_target", None),
-        ("2043 ,", "no_target", None),
         ("zzz @anna", "bad_dialog", "zzz"),
         ("2043 dialog @anna", "bad_dialog", "dialog"),
         ("2043 anna bob", "bad_dialog", "anna"),
@@ -258,7 +269,7 @@ def test_number_lookalikes_are_not_dialogs(word: str) -> None:
 def test_usage_error_message_names_reason_and_token() -> None:
     error = usage_error("zzz @anna")
     assert str(error) == "bad_dialog: zzz"
-    assert str(usage_error("")) == "empty"
+    assert str(UsageError("empty")) == "empty"
 
 
 # ---- garbage in, only UsageError out ----------------------------------------------------

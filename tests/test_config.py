@@ -768,3 +768,10 @@ def test_cli_check_missing_file(tmp_path: Path) -> None:
         f"{missing}: 1 problem",
         "  - (top level): file not found (use --config PATH or set BOT_CONFIG)",
     ]
+
+
+def test_a_too_long_name_says_how_long_it_may_be() -> None:
+    error = config_error("operators:\n  - {key: a, bitrix_id: 1, name: " + "x" * 201 + "}\n")
+    assert [str(p) for p in error.problems] == [
+        "operators[0].name (line 2): is too long (at most 200 characters)"
+    ]

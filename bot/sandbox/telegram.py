@@ -728,16 +728,18 @@ class FakeTelegram:
         self,
         token: str = DEFAULT_TOKEN,
         *,
-        bot_id: int = 123456789,
+        bot_id: int | None = None,
         bot_username: str = "handoff_test_bot",
         bot_name: str = "Handoff bot",
         strict_html: bool = True,
         known_chats_only: bool = False,
     ) -> None:
-        """``strict_html`` also refuses a bare ``&``/``>`` in HTML text; ``known_chats_only``
-        answers "chat not found" for chats nobody wrote from (see :meth:`add_chat`)."""
+        """``bot_id`` defaults to the token's number, as on Telegram; ``strict_html`` also
+        refuses a bare ``&``/``>`` in HTML text; ``known_chats_only`` answers "chat not
+        found" for chats nobody wrote from (see :meth:`add_chat`)."""
         self.token = token
-        self.bot_id = bot_id
+        prefix = token.split(":", 1)[0]
+        self.bot_id = bot_id if bot_id is not None else int(prefix) if prefix.isdigit() else 1
         self.bot_username = bot_username
         self.bot_name = bot_name
         self.strict_html = strict_html

@@ -1,0 +1,105 @@
+"""Inline keyboards and their callback data (aiogram ``CallbackData`` factories).
+
+Callback data carries only small IDs; what they act on is kept by :class:`PendingStore`
+under the message the keyboard is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import InlineKeyboardMarkup
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot.bitrix24.client import Dialog
+from bot.directory import Kind, Target
+from bot.flow import Page
+from bot.messages import Lang
+from bot.replies import Replies
+
+
+class TargetTap(CallbackData, prefix="t"):
+    """A target was chosen (picker or "did you mean")."""
+
+    kind: str  # "o" operator, "q" queue
+    id: int
+
+
+class PageTap(CallbackData, prefix="p"):
+    """Another page of the picker."""
+
+    page: int
+
+
+class DialogTap(CallbackData, prefix="d"):
+    """One of several dialogs was chosen."""
+
+    chat: int
+
+
+class ConfirmTap(CallbackData, prefix="ok"):
+    """The confirming tap of a bulk transfer or a finish."""
+
+
+class CancelTap(CallbackData, prefix="no"):
+    """Cancel: nothing happens."""
+
+
+def target_tap(target: Target) -> TargetTap:
+    """The callback data that chooses ``target``."""
+    return TargetTap(kind="o" if target.kind is Kind.OPERATOR else "q", id=target.bitrix_id)
+
+
+def tapped_kind(data: TargetTap) -> Kind:
+    """The kind of target a :class:`TargetTap` names."""
+    return Kind.OPERATOR if data.kind == "o" else Kind.QUEUE
+
+
+def picker(page: Page, replies: Replies, lang: Lang) -> InlineKeyboardMarkup:
+    """Targets two a row, then Back/Next as needed, then Cancel."""
+    text = replies.messages.template
+    builder = InlineKeyboardBuilder()
+    for target in page.targets:
+        builder.button(text=replies.button(target), callback_data=target_tap(target))
+    builder.adjust(2)
+    nav = InlineKeyboardBuilder()
+    if page.has_prev:
+        nav.button(text=text("button.back", lang), callback_data=PageTap(page=page.number - 1))
+    if page.has_next:
+        nav.button(text=text("button.next", lang), callback_data=PageTap(page=page.number + 1))
+    builder.attach(nav)
+    builder.row()
+    cancel = InlineKeyboardBuilder()
+    cancel.button(text=text("button.cancel", lang), callback_data=CancelTap())
+    builder.attach(cancel)
+    return builder.as_markup()
+
+
+def suggestions(targets: Sequence[Target], replies: Replies, lang: Lang) -> InlineKeyboardMarkup:
+    """One button per suggested target, then Cancel."""
+    builder = InlineKeyboardBuilder()
+    for target in targets:
+        builder.button(text=replies.button(target), callback_data=target_tap(target))
+    builder.button(text=replies.messages.template("button.cancel", lang), callback_data=CancelTap())
+    builder.adjust(1)
+    return builder.as_markup()
+
+
+def confirm(action_key: str, replies: Replies, lang: Lang) -> InlineKeyboardMarkup:
+    """The confirming button (``button.transfer`` / ``button.finish``) and Cancel."""
+    builder = InlineKeyboardBuilder()
+    builder.button(text=replies.messages.template(action_key, lang), callback_data=ConfirmTap())
+    builder.button(text=replies.messages.template("button.cancel", lang), callback_data=CancelTap())
+    builder.adjust(2)
+    return builder.as_markup()
+
+
+def dialogs(looked: Sequence[Dialog], replies: Replies, lang: Lang) -> InlineKeyboardMarkup:
+    """One button per dialog, then Cancel."""
+    builder = InlineKeyboardBuilder()
+    for dialog in looked:
+        builder.button(text=replies.label(dialog), callback_data=DialogTap(chat=dialog.chat_id))
+    builder.button(text=replies.messages.template("button.cancel", lang), callback_data=CancelTap())
+    builder.adjust(1)
+    return builder.as_markup()
