@@ -284,8 +284,12 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Передать {target} диалоги ({count})?",
     ),
     "confirm.finish": (
-        "Finish these dialogs? Their customers' sessions will be closed.",
-        "Завершить эти диалоги? Сессии клиентов будут закрыты.",
+        "Finish these {count} dialogs? Their customers' sessions will be closed.",
+        "Завершить эти диалоги ({count})? Сессии клиентов будут закрыты.",
+    ),
+    "confirm.finish_one": (
+        "Finish this dialog? The customer's session will be closed.",
+        "Завершить этот диалог? Сессия клиента будет закрыта.",
     ),
     "confirm.line": ("• {dialog} · {holder}", "• {dialog} · {holder}"),
     "button.next": ("Next »", "Дальше »"),

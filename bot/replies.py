@@ -166,10 +166,11 @@ class Replies:
         self, looks: Sequence[Dialog | BitrixError], target: Target | None, lang: Lang
     ) -> Html:
         """What a confirming tap will do: the question, then a line per dialog."""
+        count = sum(1 for look in looks if isinstance(look, Dialog))
         if target is None:
-            lines = [self.messages.text("confirm.finish", lang)]
+            key = "confirm.finish_one" if count == 1 else "confirm.finish"
+            lines = [self.messages.text(key, lang, count=count)]
         else:
-            count = sum(1 for look in looks if isinstance(look, Dialog))
             lines = [
                 self.messages.text(
                     "confirm.transfer", lang, count=count, target=self.target(target, lang)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.sandbox.portal import Fault
 from tests.conftest import ANNA, WEBHOOK_CODE, make_portal
 from tests.harness import CONFIG_YAML, OLGA, TOKEN
@@ -123,10 +125,22 @@ async def test_sigterm_lets_the_transfer_in_flight_finish_and_reply(tmp_path: Pa
         assert "Traceback" not in logs
 
 
-def test_readme_transcript_is_what_the_sandbox_prints() -> None:
+def readme_transcripts() -> list[list[str]]:
+    """Every code block of the README that is a sandbox session (it starts with "> ")."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    transcript = readme.split("```\n", 2)[1].split("```", 1)[0].splitlines()
-    commands = [line[2:] for line in transcript if line.startswith("> ")]
-    result = run_cli("demo", stdin="".join(f"{c}\n" for c in commands))
+    blocks = readme.split("```")[1::2]
+    return [
+        block.strip("\n").splitlines() for block in blocks if block.lstrip("\n").startswith("> ")
+    ]
+
+
+@pytest.mark.parametrize("transcript", readme_transcripts(), ids=lambda t: t[0])
+def test_readme_transcripts_are_what_the_sandbox_prints(transcript: list[str]) -> None:
+    typed = [line[2:] for line in transcript if line.startswith("> ")]
+    result = run_cli("demo", stdin="".join(f"{line}\n" for line in typed))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1:] == transcript
+
+
+def test_the_readme_has_transcripts() -> None:
+    assert len(readme_transcripts()) >= 6

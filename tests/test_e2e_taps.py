@@ -258,7 +258,7 @@ async def test_finish_after_a_confirming_tap() -> None:
     async with running_bot() as h:
         confirm = await h.say("/finish 2043")
         assert confirm.plain_text.splitlines() == [
-            "Finish these dialogs? Their customers' sessions will be closed.",
+            "Finish this dialog? The customer's session will be closed.",
             "• 2043 «Ivan Petrov — WhatsApp» · Bob Lee",
         ]
         assert h.labels(confirm) == ["🏁 Finish", "Cancel"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -59,29 +58,87 @@ def sandbox_portal(config: Config) -> PortalSimulator:
 
 
 class Console:
-    """Prints what the bot sent, the supervisor's chat first, then announcements."""
+    """The supervisor's side of the chat, in a terminal.
 
-    def __init__(self, supervisor: Person, team_chat: int | None) -> None:
+    Prints what the bot sent or edited (the supervisor's chat first, then the team chat),
+    numbers the buttons of the newest keyboard so that typing ``2`` presses the second, and
+    sends a line starting with ``^`` as a reply to the bot's last message.
+    """
+
+    def __init__(self, telegram: FakeTelegram, supervisor: Person, team_chat: int | None) -> None:
+        self.telegram = telegram
         self.supervisor = supervisor
         self.team_chat = team_chat
         self.shown = 0
+        self.answers_shown = 0
+        self.keyboard: SentMessage | None = None  # the message whose buttons are numbered
 
-    def flush(self, sent: list[SentMessage]) -> None:
-        """Print the messages not printed yet."""
+    def send(self, line: str, language: str) -> None:
+        """Hand one typed line to the bot: a button press, a reply, or a message."""
+        me = self.supervisor
+        if line.isdigit() and self.keyboard is not None:
+            data = self._buttons(self.keyboard, "callback_data")
+            number = int(line)
+            if 1 <= number <= len(data):
+                self.telegram.press_button(
+                    self.keyboard.message_id,
+                    data[number - 1],
+                    user_id=me.id,
+                    chat_id=self.keyboard.chat_id,
+                    first_name=me.name,
+                    language_code=language,
+                    check_button=False,
+                )
+                return
+        reply_to = None
+        if line.startswith("^"):
+            line = line[1:].strip()
+            mine = self.telegram.messages_to(me.id)
+            reply_to = mine[-1].message_id if mine else None
+        self.telegram.send_message(
+            line,
+            user_id=me.id,
+            first_name=me.name,
+            language_code=language,
+            reply_to_message_id=reply_to,
+        )
+
+    def flush(self) -> None:
+        """Print what the bot did since the last flush."""
+        for answer in self.telegram.callback_answers[self.answers_shown :]:
+            if answer.get("text"):  # what the phone shows over the chat for a moment
+                print(f"({answer['text']})")
+        self.answers_shown = len(self.telegram.callback_answers)
+        sent = self.telegram.sent
         new, self.shown = sent[self.shown :], len(sent)
         mine = [m for m in new if m.chat_id == self.supervisor.id]
         for message in mine + [m for m in new if m.chat_id != self.supervisor.id]:
-            if message.chat_id == self.supervisor.id:
-                label = "bot:"
-            elif message.chat_id == self.team_chat:
-                label = "[team chat]"
-            else:
-                label = f"[chat {message.chat_id}]"
-            lines = (message.plain_text or message.text).splitlines() or [""]
-            print(f"{label} {lines[0]}")
-            for more in lines[1:]:
-                print(f"{' ' * len(label)} {more}")
+            self._print(message)
         sys.stdout.flush()
+
+    def _print(self, message: SentMessage) -> None:
+        if message.chat_id == self.supervisor.id:
+            label = "bot:"
+        elif message.chat_id == self.team_chat:
+            label = "[team chat]"
+        else:
+            label = f"[chat {message.chat_id}]"
+        if message.method == "editMessageText":
+            label = label.rstrip(":") + " (edited):"
+        lines = (message.plain_text or message.text).splitlines() or [""]
+        buttons = self._buttons(message, "text")
+        if buttons:
+            self.keyboard = message
+            lines.append("  ".join(f"[{n}] {text}" for n, text in enumerate(buttons, 1)))
+        print(f"{label} {lines[0]}")
+        for more in lines[1:]:
+            print(f"{' ' * len(label)} {more}")
+
+    def _buttons(self, message: SentMessage, field: str) -> list[str]:
+        """A field of every button the message shows now (edits may have removed them)."""
+        current = self.telegram.get_message(message.chat_id, message.message_id) or {}
+        rows = (current.get("reply_markup") or {}).get("inline_keyboard") or []
+        return [str(button.get(field, "")) for row in rows for button in row]
 
 
 def _sandboxed(config: Config, webhook_url: str, api_url: str) -> Config:
@@ -96,10 +153,6 @@ def _sandboxed(config: Config, webhook_url: str, api_url: str) -> Config:
 def _console_language() -> str:
     locale = os.environ.get("LC_ALL") or os.environ.get("LANG") or "en"
     return locale[:2].lower()
-
-
-def _answered(telegram: FakeTelegram, chat_id: int, before: int) -> Callable[[], bool]:
-    return lambda: len(telegram.messages_to(chat_id)) > before
 
 
 async def run_demo(path: Path, log_level: str = "WARNING") -> int:
@@ -123,15 +176,15 @@ async def run_demo(path: Path, log_level: str = "WARNING") -> int:
         polling = asyncio.create_task(
             app.dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1)
         )
-        console = Console(supervisor, config.announce_to)
+        console = Console(telegram, supervisor, config.announce_to)
         print(
             f"Sandbox: you are {supervisor.name}, a supervisor. Dialogs 2043-2046 exist; "
             "try /transfer 2043 @anna, /help, /operators."
         )
         if interactive:
-            print("Type commands; Ctrl-D quits.")
+            print("Type commands; a number presses that button; ^ replies; Ctrl-D quits.")
         loop = asyncio.get_running_loop()
-        reply_wait = config.bitrix24.deadline_s * 2 + 5
+        settle_s = config.bitrix24.deadline_s * 2 + 5
         try:
             while True:
                 line = await loop.run_in_executor(None, sys.stdin.readline)
@@ -142,18 +195,13 @@ async def run_demo(path: Path, log_level: str = "WARNING") -> int:
                     continue
                 if not interactive:
                     print(f"> {text}")
-                before = len(telegram.messages_to(supervisor.id))
-                telegram.send_message(
-                    text,
-                    user_id=supervisor.id,
-                    first_name=supervisor.name,
-                    language_code=_console_language(),
-                )
+                console.send(text, _console_language())
                 try:
-                    await telegram.wait_for(_answered(telegram, supervisor.id, before), reply_wait)
+                    await telegram.wait_for(lambda: telegram.pending_updates == 0, settle_s)
                 except TimeoutError:
-                    print("(no reply)")
-                console.flush(telegram.sent)
+                    print("(the bot did not take the message)")
+                await app.in_flight.wait_idle(settle_s)
+                console.flush()
         finally:
             await app.dispatcher.stop_polling()
             await polling
