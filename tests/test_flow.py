@@ -1,0 +1,110 @@
+"""What a command leads to, and the pending store behind buttons — without Telegram."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.bitrix24.client import Dialog
+from bot.command import DialogKind, DialogRef, TransferCommand
+from bot.config import parse_config
+from bot.directory import Directory, UnknownName
+from bot.flow import CONFIRM_FROM, Step, picker_page, picker_targets, plan_transfer
+from bot.pending import Action, Expired, Pending, PendingStore, Taken
+from tests.harness import CONFIG_YAML
+
+DIRECTORY = Directory.from_config(parse_config(CONFIG_YAML, {}))
+
+
+def refs(*numbers: int) -> tuple[DialogRef, ...]:
+    return tuple(DialogRef(DialogKind.CHAT, n) for n in numbers)
+
+
+@pytest.mark.parametrize(
+    ("dialogs", "target", "replied", "step"),
+    [
+        ((), None, (), Step.USAGE),
+        ((), "@anna", (), Step.USAGE),
+        ((), "@anna", refs(2043), Step.EXECUTE),
+        ((), None, refs(2043), Step.PICK),
+        ((), "@anna", refs(2043, 2044), Step.CHOOSE),
+        ((), None, refs(2043, 2044), Step.CHOOSE),
+        (refs(2043), None, refs(2044, 2045), Step.PICK),  # typed dialogs win over the reply
+        (refs(2043), "@anna", (), Step.EXECUTE),
+        (refs(2043, 2044), "@anna", (), Step.EXECUTE),
+        (refs(2043, 2044, 2045), "@anna", (), Step.CONFIRM),
+        (refs(2043), "@ana", (), Step.SUGGEST),
+        (refs(2043), "@zzzzzz", (), Step.USAGE),
+    ],
+)
+def test_plan(
+    dialogs: tuple[DialogRef, ...], target: str | None, replied: tuple[DialogRef, ...], step: Step
+) -> None:
+    plan = plan_transfer(TransferCommand(dialogs, target), replied, DIRECTORY)
+    assert plan.step is step
+
+
+def test_unknown_name_without_suggestions_is_usage_with_the_error() -> None:
+    plan = plan_transfer(TransferCommand(refs(1), "@zzzzzz"), (), DIRECTORY)
+    assert isinstance(plan.error, UnknownName)
+    assert plan.error.candidates == ()
+
+
+def test_confirmation_threshold() -> None:
+    assert CONFIRM_FROM == 3
+
+
+def test_picker_hides_the_holder_and_the_queue_a_waiting_dialog_is_in() -> None:
+    held_by_anna = Dialog(1, "x", 15, 3, None)
+    waiting_in_support = Dialog(2, "y", 0, 3, None)
+    names = [t.name for t in picker_targets(DIRECTORY, [held_by_anna])]
+    assert names[:2] == ["Support line", "Sales <line>"]
+    assert "Anna Smirnova" not in names
+    assert "Support line" not in [t.name for t in picker_targets(DIRECTORY, [waiting_in_support])]
+    both = picker_targets(DIRECTORY, [held_by_anna, waiting_in_support])
+    assert len(both) == len(DIRECTORY.queues) + len(DIRECTORY.operators)
+
+
+def test_pages() -> None:
+    targets = picker_targets(DIRECTORY, [])
+    first = picker_page(targets, 0, size=4)
+    last = picker_page(targets, 99, size=4)
+    assert (first.has_prev, first.has_next) == (False, True)
+    assert (last.has_prev, last.has_next) == (True, False)
+    assert last.number == (len(targets) - 1) // 4
+    assert picker_page([], 0).targets == ()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_claim_is_taken_once() -> None:
+    store = PendingStore(clock=Clock())
+    store.put((1, 1), Pending(Action.PICK, refs(2043), user_id=7))
+    assert store.claim((1, 1)).dialogs == refs(2043)
+    with pytest.raises(Taken):
+        store.claim((1, 1))
+
+
+def test_buttons_expire() -> None:
+    clock = Clock()
+    store = PendingStore(expiry_s=60, clock=clock)
+    store.put((1, 1), Pending(Action.PICK, refs(2043), user_id=7))
+    clock.now += 61
+    with pytest.raises(Expired):
+        store.claim((1, 1))
+    with pytest.raises(Expired):
+        store.claim((1, 2))
+
+
+def test_the_store_is_bounded() -> None:
+    store = PendingStore(capacity=3, clock=Clock())
+    for n in range(5):
+        store.put((1, n), Pending(Action.PICK, refs(n + 1), user_id=7))
+        store.remember((1, n), refs(n + 1))
+    assert store.get((1, 0)) is None and store.about((1, 0)) == ()
+    assert store.get((1, 4)) is not None and store.about((1, 4)) == refs(5)
