@@ -25,6 +25,7 @@ from aiogram.types import (
 
 from bot.bitrix24.client import BitrixClient
 from bot.config import Config
+from bot.floodwait import FloodWait
 from bot.messages import LANGS, Messages
 from bot.services import Services
 from handlers import build_router
@@ -38,12 +39,33 @@ GROUP_COMMANDS = ("transfer", "finish", "help")
 SHUTDOWN_GRACE_S = 30.0
 
 
+class BotPoster:
+    """The announcer's way to post: the bot, once polling has started."""
+
+    def __init__(self) -> None:
+        self.bot: Bot | None = None
+
+    def _bot(self) -> Bot:
+        if self.bot is None:
+            raise RuntimeError("the bot has not started")
+        return self.bot
+
+    async def send(self, chat_id: int, text: str) -> int:
+        """Send ``text`` to ``chat_id``; returns the message ID."""
+        return (await self._bot().send_message(chat_id, text)).message_id
+
+    async def edit(self, chat_id: int, message_id: int, text: str) -> None:
+        """Replace the text of one of the bot's messages."""
+        await self._bot().edit_message_text(text=text, chat_id=chat_id, message_id=message_id)
+
+
 def build_bot(config: Config) -> Bot:
     """A ``Bot`` for the configured token, on the configured Bot API server if any."""
     if config.telegram.token is None:
         raise ValueError("telegram.token is not set")
     api = config.telegram.api_url
     session = AiohttpSession(api=TelegramAPIServer.from_base(api)) if api else AiohttpSession()
+    session.middleware(FloodWait())
     return Bot(
         config.telegram.token.get_secret_value(),
         session=session,
@@ -69,7 +91,8 @@ class App:
 def build_app(config: Config, client: BitrixClient | None = None) -> App:
     """The dispatcher with its routers, middlewares and workflow data."""
     client = client or BitrixClient(config.bitrix24)
-    services = Services.build(config, client)
+    poster = BotPoster()
+    services = Services.build(config, client, poster)
     messages = services.replies.messages
     in_flight = InFlight()
     dispatcher = Dispatcher(services=services)
@@ -78,6 +101,7 @@ def build_app(config: Config, client: BitrixClient | None = None) -> App:
     app = App(config, dispatcher, client, in_flight, services)
 
     async def on_startup(bot: Bot) -> None:
+        poster.bot = bot
         try:
             await set_commands(bot, messages)
         except TelegramAPIError as err:  # a missing menu is no reason not to serve
@@ -89,6 +113,8 @@ def build_app(config: Config, client: BitrixClient | None = None) -> App:
         # polling has stopped taking updates; let the ones in hand finish and reply
         if not await in_flight.wait_idle(SHUTDOWN_GRACE_S):
             log.warning("stopping with commands still in flight")
+        if services.announcer is not None:
+            await services.announcer.close()
         await app.close()
 
     dispatcher.startup.register(on_startup)

@@ -123,9 +123,9 @@ class Replies:
 
     def announcement(
         self, outcomes: Sequence[Outcome], target: Target | None, by: str, lang: Lang
-    ) -> Html | None:
-        """The team-chat line(s) for the dialogs that moved or finished; None if none did."""
-        lines = []
+    ) -> list[Html]:
+        """The team-chat lines for the dialogs that moved or finished (none if none did)."""
+        lines: list[Html] = []
         for o in outcomes:
             if o.dialog is None or o.status not in (Status.MOVED, Status.FINISHED):
                 continue
@@ -147,7 +147,7 @@ class Replies:
                         by=by,
                     )
                 )
-        return Html("\n".join(lines)) if lines else None
+        return lines
 
     # ---- buttons and what they ask ------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.access import AccessPolicy
+from bot.announcer import Announcer, Poster
 from bot.bitrix24.client import BitrixClient
 from bot.config import Config
 from bot.directory import Directory
@@ -24,17 +25,28 @@ class Services:
     handoff: Handoff
     replies: Replies
     pending: PendingStore
+    announcer: Announcer | None  # None when the config names no team chat
 
     @classmethod
-    def build(cls, config: Config, client: BitrixClient) -> Services:
-        """Wire the services of ``config`` around a Bitrix24 client."""
+    def build(cls, config: Config, client: BitrixClient, poster: Poster) -> Services:
+        """Wire the services of ``config`` around a Bitrix24 client and a Telegram poster."""
         directory = Directory.from_config(config)
         messages = Messages(config.messages, config.admin_contact)
+        pending = PendingStore(expiry_s=config.button_expiry_min * 60)
+        announcer = None
+        if config.announce_to is not None:
+            team_chat = config.announce_to
+            announcer = Announcer(
+                team_chat,
+                poster,
+                remember=lambda message_id, refs: pending.remember((team_chat, message_id), refs),
+            )
         return cls(
             config=config,
             directory=directory,
             access=AccessPolicy(config),
             handoff=Handoff(client),
             replies=Replies(messages, directory),
-            pending=PendingStore(expiry_s=config.button_expiry_min * 60),
+            pending=pending,
+            announcer=announcer,
         )

@@ -57,7 +57,6 @@ async def _do(
     """Carry out a claimed transfer or finish and turn the message into the result."""
     await query.answer(services.replies.messages.template("tap.working", lang))
     done = await carry_out(
-        bot,
         services,
         pending.dialogs,
         pending.target,
@@ -68,6 +67,7 @@ async def _do(
     await replace(message, done.text)
     services.pending.drop(key_of(message))
     services.pending.remember(key_of(message), done.refs)
+    await done.note_if_unannounced(message, lang, services)
 
 
 async def on_target(

@@ -52,7 +52,6 @@ async def transfer(
         return
     if plan.step is Step.EXECUTE:
         done = await carry_out(
-            bot,
             services,
             plan.dialogs,
             plan.target,
@@ -60,8 +59,10 @@ async def transfer(
             lang=lang,
             origin_chat=message.chat.id,
         )
-        for sent_message in await respond(message, done.text):
+        sent = await respond(message, done.text)
+        for sent_message in sent:
             services.pending.remember(key_of(sent_message), done.refs)
+        await done.note_if_unannounced(sent[-1], lang, services)
         return
     await _ask(message, plan, services, lang, user_id)
 

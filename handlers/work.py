@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 from aiogram import Bot
@@ -25,10 +25,23 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Done:
-    """The text to show the supervisor, and the dialogs it is about."""
+    """The text to show the supervisor, the dialogs it is about, and whether the team chat
+    heard of it (None: nothing to announce there)."""
 
     text: Html
     refs: tuple[DialogRef, ...]
+    announced: Awaitable[bool] | None = None
+
+    async def note_if_unannounced(self, shown: Message, lang: Lang, services: Services) -> None:
+        """Once the announcement is out, or failed: say so under the result (``shown``, the
+        message with the last part of :attr:`text`) if it failed."""
+        if self.announced is None or await self.announced:
+            return
+        note = services.replies.messages.text("announce.failed", lang)
+        try:
+            await shown.edit_text(f"{split_message(self.text)[-1]}\n{note}")
+        except TelegramAPIError as err:
+            log.warning("could not add the announcement note: %s", err)
 
 
 def key_of(message: Message) -> MessageKey:
@@ -59,7 +72,6 @@ def failures(refs: Sequence[DialogRef], looks: Sequence[Dialog | BitrixError]) -
 
 
 async def carry_out(
-    bot: Bot,
     services: Services,
     refs: Sequence[DialogRef],
     target: Target | None,
@@ -75,14 +87,8 @@ async def carry_out(
     done_refs = tuple(
         DialogRef(DialogKind.CHAT, o.dialog.chat_id) if o.dialog else o.ref for o in outcomes
     )
-    announcement = replies.announcement(outcomes, target, by, lang)
-    team_chat = config.announce_to
-    if announcement and team_chat is not None and team_chat != origin_chat:
-        try:
-            for chunk in split_message(announcement):
-                sent = await bot.send_message(team_chat, chunk)
-                services.pending.remember((team_chat, sent.message_id), done_refs)
-        except TelegramAPIError as err:
-            log.warning("announcement to %s failed: %s", team_chat, err)
-            text = Html(f"{text}\n{replies.messages.text('announce.failed', lang)}")
-    return Done(text, done_refs)
+    lines = replies.announcement(outcomes, target, by, lang)
+    announced = None
+    if lines and services.announcer is not None and config.announce_to != origin_chat:
+        announced = services.announcer.announce(lines, done_refs)
+    return Done(text, done_refs, announced)

@@ -204,7 +204,9 @@ async def test_failed_announcement_does_not_hide_the_result() -> None:
             "sendMessage", status=403, description="Forbidden: bot was kicked", chat_id=TEAM_CHAT
         )
         reply = await h.say("/transfer 2043 @anna")
-        assert reply.plain_text.splitlines() == [
+        await h.settle()
+        # the result comes at once; the note follows when the team chat refused
+        assert h.now(reply).plain_text.splitlines() == [
             "✅ Dialog 2043 «Ivan Petrov — WhatsApp»: Bob Lee → Anna Smirnova",
             "Transferred, but the team chat was not notified.",
         ]

@@ -33,6 +33,7 @@ from bot.sandbox.telegram import (
     FakeTelegramTimeout,
     HtmlParseError,
     LocalAiohttpSession,
+    TelegramLimits,
     parse_telegram_html,
 )
 
@@ -379,3 +380,208 @@ def test_html_entities_and_offsets() -> None:
     assert parse_telegram_html("AT&T &#60;3 1 > 0") == ("AT&T <3 1 > 0", [])
     with pytest.raises(HtmlParseError, match='Unescaped ">"'):
         parse_telegram_html("1 > 0", strict=True)
+
+
+# ------------------------------------------------------------------ flood limits
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def limited(clock: FakeClock) -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram(limits=TelegramLimits(), clock=clock) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def limited_bot(limited: FakeTelegram) -> AsyncIterator[Bot]:
+    bot = limited.make_bot()
+    yield bot
+    await bot.session.close()
+
+
+def test_limits_defaults_and_validation() -> None:
+    limits = TelegramLimits()
+    assert (
+        limits.per_second_overall,
+        limits.per_chat_per_second,
+        limits.chat_burst,
+        limits.per_group_per_minute,
+    ) == (30, 1, 3, 20)
+    with pytest.raises(ValueError, match="per_chat_per_second"):
+        TelegramLimits(per_chat_per_second=0)
+    with pytest.raises(ValueError, match="chat_burst"):
+        TelegramLimits(chat_burst=0)
+    assert FakeTelegram().limits is None
+
+
+async def test_within_limits_nothing_is_refused(
+    limited: FakeTelegram, limited_bot: Bot, clock: FakeClock
+) -> None:
+    for i in range(10):  # one a second to a private chat and a group, and bursts of 3
+        await limited_bot.send_message(USER, f"private {i}")
+        await limited_bot.send_message(GROUP, f"group {i}")
+        clock.advance(3.0)
+    for chat in range(1, 4):
+        for i in range(3):
+            await limited_bot.send_message(chat, f"burst {i}")
+    assert limited.flood_refusals == 0
+    assert limited.messages_sent == len(limited.sent) == 29
+    assert len(limited.message_times[USER]) == 10
+    assert limited.message_times[USER][:2] == [1000.0, 1003.0]
+
+
+async def test_private_chat_burst_then_429(
+    limited: FakeTelegram, limited_bot: Bot, clock: FakeClock
+) -> None:
+    for i in range(3):
+        await limited_bot.send_message(USER, f"burst {i}")
+    with pytest.raises(TelegramRetryAfter) as error:
+        await limited_bot.send_message(USER, "one too many")
+    assert error.value.retry_after == 1
+    assert limited.calls[-1].status == 429
+    assert limited.calls[-1].response == {
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 1",
+        "parameters": {"retry_after": 1},
+    }
+    assert [m.text for m in limited.sent] == ["burst 0", "burst 1", "burst 2"]
+    assert limited.get_message(USER, 4) is None
+    assert (limited.flood_refusals, limited.messages_sent) == (1, 3)
+
+    await limited_bot.send_message(USER + 1, "another chat is not throttled")
+    clock.advance(0.5)  # half a token: still refused, with retry_after rounded up
+    with pytest.raises(TelegramRetryAfter) as again:
+        await limited_bot.send_message(USER, "one too many")
+    assert again.value.retry_after == 1
+    clock.advance(error.value.retry_after)
+    sent = await limited_bot.send_message(USER, "one too many")
+    assert sent.message_id == 4 and limited.sent[-1].text == "one too many"
+    assert (limited.flood_refusals, limited.messages_sent) == (2, 5)
+
+
+async def test_retry_after_rounds_up_the_wait(clock: FakeClock) -> None:
+    limits = TelegramLimits(per_chat_per_second=0.4, chat_burst=1)
+    async with FakeTelegram(limits=limits, clock=clock) as tg:
+        bot = tg.make_bot()
+        try:
+            await bot.send_message(USER, "first")
+            clock.advance(0.1)
+            with pytest.raises(TelegramRetryAfter) as error:
+                await bot.send_message(USER, "second")
+            assert error.value.retry_after == 3  # 2.4 s rounded up
+            clock.advance(2.4)
+            assert await bot.send_message(USER, "second")
+        finally:
+            await bot.session.close()
+
+
+async def test_group_twenty_messages_a_minute(
+    limited: FakeTelegram, limited_bot: Bot, clock: FakeClock
+) -> None:
+    for i in range(20):  # 1.5 s apart: the per-chat bucket never runs dry
+        await limited_bot.send_message(GROUP, f"group {i}")
+        clock.advance(1.5)
+    assert clock.now == 1030.0
+    with pytest.raises(TelegramRetryAfter) as error:
+        await limited_bot.send_message(GROUP, "21st")
+    assert error.value.retry_after == 30  # the first left at 1000.0 leaves the window at 1060
+    assert len(limited.messages_to(GROUP)) == 20
+    clock.advance(29.5)
+    with pytest.raises(TelegramRetryAfter) as almost:
+        await limited_bot.send_message(GROUP, "21st")
+    assert almost.value.retry_after == 1
+    clock.advance(0.5)
+    assert await limited_bot.send_message(GROUP, "21st")
+    with pytest.raises(TelegramRetryAfter) as next_one:  # the 2nd (1001.5) is still in the window
+        await limited_bot.send_message(GROUP, "22nd")
+    assert next_one.value.retry_after == 2
+    assert (limited.flood_refusals, limited.messages_sent) == (3, 21)
+
+
+async def test_thirty_a_second_overall(
+    limited: FakeTelegram, limited_bot: Bot, clock: FakeClock
+) -> None:
+    for chat in range(1, 31):
+        await limited_bot.send_message(chat, "broadcast")
+    with pytest.raises(TelegramRetryAfter) as error:
+        await limited_bot.send_message(31, "broadcast")
+    assert error.value.retry_after == 1
+    assert limited.get_message(31, 1) is None and len(limited.sent) == 30
+    clock.advance(error.value.retry_after)
+    assert await limited_bot.send_message(31, "broadcast")
+    assert (limited.flood_refusals, limited.messages_sent) == (1, 31)
+
+
+async def test_edits_count_and_other_methods_do_not(
+    limited: FakeTelegram, limited_bot: Bot, clock: FakeClock
+) -> None:
+    sent = await limited_bot.send_message(USER, "v1", reply_markup=keyboard("a"))
+    await limited_bot.edit_message_text("v2", chat_id=USER, message_id=sent.message_id)
+    await limited_bot.edit_message_reply_markup(
+        chat_id=USER, message_id=sent.message_id, reply_markup=keyboard("b")
+    )
+    assert (limited.messages_sent, limited.edits) == (1, 2)
+    with pytest.raises(TelegramRetryAfter):
+        await limited_bot.edit_message_text("v3", chat_id=USER, message_id=sent.message_id)
+    with pytest.raises(TelegramRetryAfter):
+        await limited_bot.edit_message_reply_markup(chat_id=USER, message_id=sent.message_id)
+    state = limited.get_message(USER, sent.message_id)
+    assert state is not None and state["text"] == "v2"
+    assert [m.text for m in limited.sent] == ["v1", "v2"]
+    assert (limited.edits, limited.flood_refusals) == (2, 2)
+
+    query_id = limited.press_button(sent.message_id, "b", user_id=USER)
+    assert await limited_bot.answer_callback_query(query_id)
+    assert await limited_bot.set_my_commands([BotCommand(command="start", description="Go")])
+    assert await limited_bot.send_chat_action(USER, "typing")
+    assert await limited_bot.get_updates(timeout=0)
+
+    with pytest.raises(TelegramBadRequest, match="message to edit not found"):
+        await limited_bot.edit_message_text("x", chat_id=GROUP, message_id=99)
+    assert limited.edits == 2  # a refused edit does not count either
+    clock.advance(1.0)
+    await limited_bot.edit_message_text("v3", chat_id=USER, message_id=sent.message_id)
+    assert limited.edits == 3 and limited.sent[-1].text == "v3"
+
+
+async def test_fail_429_still_works_with_limits(limited: FakeTelegram, limited_bot: Bot) -> None:
+    limited.fail("sendMessage", status=429, retry_after=9)
+    with pytest.raises(TelegramRetryAfter) as error:
+        await limited_bot.send_message(USER, "hi")
+    assert error.value.retry_after == 9
+    assert limited.calls[-1].response == {
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 9",
+        "parameters": {"retry_after": 9},
+    }
+    assert limited.flood_refusals == 0 and limited.messages_sent == 0
+    for i in range(3):  # the scripted refusal did not use up the burst
+        await limited_bot.send_message(USER, f"burst {i}")
+    assert limited.flood_refusals == 0
+
+
+async def test_no_limits_by_default(tg: FakeTelegram, bot: Bot) -> None:
+    for i in range(40):
+        await bot.send_message(USER if i % 2 else GROUP, f"m{i}")
+    sent = await bot.send_message(USER, "x")
+    await bot.edit_message_text("y", chat_id=USER, message_id=sent.message_id)
+    assert (tg.messages_sent, tg.edits, tg.flood_refusals) == (41, 1, 0)

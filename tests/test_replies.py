@@ -83,10 +83,10 @@ def test_announcement_lists_only_what_moved() -> None:
         Outcome(DialogRef(DialogKind.CHAT, 9), Status.FAILED, error=BitrixError("X")),
         Outcome(REF, Status.ALREADY, dialog(15)),
     ]
-    assert REPLIES.announcement(outcomes, ANNA, "Olga <admin>", "en") == (
+    assert REPLIES.announcement(outcomes, ANNA, "Olga <admin>", "en") == [
         "🔁 Dialog 2043 «Ivan»: Bob Lee → Anna Smirnova, by Olga &lt;admin&gt;"
-    )
-    assert REPLIES.announcement(outcomes[1:], ANNA, "Olga", "en") is None
+    ]
+    assert REPLIES.announcement(outcomes[1:], ANNA, "Olga", "en") == []
 
 
 def test_split_keeps_short_text_whole() -> None:

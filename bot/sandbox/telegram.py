@@ -17,7 +17,8 @@ What is checked like Telegram does it: the token, message text (empty, too long,
 port of TDLib's ``parse_html`` with its exact error texts), inline keyboards (``callback_data``
 of 1-64 bytes), edits of unknown or unchanged messages, replies to unknown messages, callback query
 ids, bot command lists and long polling (``offset``, ``limit``, ``timeout``, ``allowed_updates``
-and the 409 given to a poll that a newer poll replaces).
+and the 409 given to a poll that a newer poll replaces). Optionally (``limits=TelegramLimits()``)
+Telegram's flood limits too: messages and edits over them get 429 with ``retry_after``.
 
 Deliberate differences: the HTML check is stricter by default (``strict_html``): a bare ``&`` or
 ``>`` is refused although Telegram lets them through, because they show that some text was not
@@ -32,10 +33,12 @@ import copy
 import inspect
 import json
 import logging
+import math
 import re
 import time
 import types
 import typing
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -172,6 +175,12 @@ _SCHEME_RE: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _COMMAND_RE: Final = re.compile(r"^[a-z0-9_]+$")
 _LANGUAGE_RE: Final = re.compile(r"^(?:[a-z]{2})?$")
 
+FLOOD_LIMITED_METHODS: Final = frozenset(
+    {"sendmessage", "editmessagetext", "editmessagereplymarkup"}
+)
+"""Methods (lower case) that count as messages for :class:`TelegramLimits`."""
+EDIT_METHODS: Final = frozenset({"editmessagetext", "editmessagereplymarkup"})
+
 
 # --------------------------------------------------------------------------------------------
 # Records
@@ -250,6 +259,29 @@ class ApiError(Exception):
         return body
 
 
+@dataclass(frozen=True)
+class TelegramLimits:
+    """Telegram's flood limits for bot messages (``sendMessage`` and edits).
+
+    ``per_second_overall``: across all chats, a token bucket holding one second's worth;
+    ``per_chat_per_second``: to one chat, a token bucket holding ``chat_burst`` messages;
+    ``per_group_per_minute``: to one group (chat id < 0), in any sliding 60 seconds.
+    """
+
+    per_second_overall: float = 30
+    per_chat_per_second: float = 1
+    chat_burst: int = 3
+    per_group_per_minute: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("per_second_overall", "per_chat_per_second"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("chat_burst", "per_group_per_minute"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
 class FakeTelegramTimeout(AssertionError, TimeoutError):
     """``wait_for`` ran out of time; both an assertion failure and a ``TimeoutError``."""
 
@@ -304,6 +336,83 @@ class _Signal:
         finally:
             self._waiters.discard(waiter)
         return True
+
+
+class _TokenBucket:
+    """``rate`` tokens a second, at most ``capacity``; starts full."""
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = capacity
+        self.updated = now
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(now - self.updated, 0.0)
+        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
+        self.updated = max(now, self.updated)
+
+    def wait(self, now: float) -> float:
+        """Seconds until a token is there (0 if one is now)."""
+        self._refill(now)
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) / self.rate
+
+    def take(self, now: float) -> None:
+        """Spend a token (may go below zero if called without :meth:`wait`)."""
+        self._refill(now)
+        self.tokens -= 1
+
+
+class _FloodControl:
+    """The state behind :class:`TelegramLimits`: when may the next message go to a chat."""
+
+    WINDOW: Final = 60.0
+
+    def __init__(self, limits: TelegramLimits) -> None:
+        self.limits = limits
+        self._overall: _TokenBucket | None = None
+        self._chats: dict[int, _TokenBucket] = {}
+        self._groups: dict[int, deque[float]] = {}
+
+    def _overall_bucket(self, now: float) -> _TokenBucket:
+        if self._overall is None:
+            rate = self.limits.per_second_overall
+            self._overall = _TokenBucket(rate, max(rate, 1.0), now)
+        return self._overall
+
+    def _chat_bucket(self, chat_id: int, now: float) -> _TokenBucket:
+        bucket = self._chats.get(chat_id)
+        if bucket is None:
+            limits = self.limits
+            bucket = _TokenBucket(limits.per_chat_per_second, limits.chat_burst, now)
+            self._chats[chat_id] = bucket
+        return bucket
+
+    def _group_window(self, chat_id: int, now: float) -> deque[float]:
+        window = self._groups.setdefault(chat_id, deque())
+        while window and window[0] <= now - self.WINDOW:
+            window.popleft()
+        return window
+
+    def wait(self, chat_id: int | None, now: float) -> float:
+        """Seconds until a message to ``chat_id`` (None: no particular chat) is allowed."""
+        wait = self._overall_bucket(now).wait(now)
+        if chat_id is not None:
+            wait = max(wait, self._chat_bucket(chat_id, now).wait(now))
+            if chat_id < 0:
+                window = self._group_window(chat_id, now)
+                limit = self.limits.per_group_per_minute
+                if len(window) >= limit:
+                    wait = max(wait, window[-limit] + self.WINDOW - now)
+        return wait
+
+    def take(self, chat_id: int | None, now: float) -> None:
+        """Count an accepted message."""
+        self._overall_bucket(now).take(now)
+        if chat_id is not None:
+            self._chat_bucket(chat_id, now).take(now)
+            if chat_id < 0:
+                self._group_window(chat_id, now).append(now)
 
 
 # --------------------------------------------------------------------------------------------
@@ -733,10 +842,14 @@ class FakeTelegram:
         bot_name: str = "Handoff bot",
         strict_html: bool = True,
         known_chats_only: bool = False,
+        limits: TelegramLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``bot_id`` defaults to the token's number, as on Telegram; ``strict_html`` also
         refuses a bare ``&``/``>`` in HTML text; ``known_chats_only`` answers "chat not
-        found" for chats nobody wrote from (see :meth:`add_chat`)."""
+        found" for chats nobody wrote from (see :meth:`add_chat`). ``limits`` enforces flood
+        limits (None: none), timed by ``clock`` in seconds (used only by the limits and
+        :attr:`message_times`)."""
         self.token = token
         prefix = token.split(":", 1)[0]
         self.bot_id = bot_id if bot_id is not None else int(prefix) if prefix.isdigit() else 1
@@ -744,6 +857,8 @@ class FakeTelegram:
         self.bot_name = bot_name
         self.strict_html = strict_html
         self.known_chats_only = known_chats_only
+        self.limits = limits
+        self.clock = clock
 
         self.calls: list[ApiCall] = []
         self.sent: list[SentMessage] = []
@@ -752,6 +867,15 @@ class FakeTelegram:
         """Called with every :class:`SentMessage` as it is recorded (the demo console prints)."""
         self.on_call: Callable[[ApiCall], None] | None = None
         """Called with every :class:`ApiCall` once it is answered."""
+        self.messages_sent = 0
+        """Accepted ``sendMessage`` calls."""
+        self.edits = 0
+        """Accepted ``editMessageText`` / ``editMessageReplyMarkup`` calls."""
+        self.flood_refusals = 0
+        """429s given by :attr:`limits` (not those scripted with :meth:`fail`)."""
+        self.message_times: dict[int, list[float]] = {}
+        """Per chat, the ``clock`` times of accepted sends and edits."""
+        self._flood = _FloodControl(limits) if limits is not None else None
 
         self._handlers: dict[str, Handler] = {
             "getme": self._get_me,
@@ -1240,10 +1364,15 @@ class FakeTelegram:
             handler = self._handlers.get(method.lower())
             if handler is None:
                 raise ApiError(404, "Not Found")
+            counted = method.lower() in FLOOD_LIMITED_METHODS
+            if counted:
+                self._check_flood(call.params)
             result = handler(call.params)
             if inspect.isawaitable(result):
                 result = await result
             call.status, call.response = 200, {"ok": True, "result": result}
+            if counted:
+                self._count_message(method, call.params)
         except ApiError as error:
             call.status, call.response = error.status, error.body()
         except asyncio.CancelledError:
@@ -1256,6 +1385,44 @@ class FakeTelegram:
         finally:
             self._after_call(call)
         return web.json_response(call.response, status=call.status)
+
+    def _flood_chat_id(self, params: JsonDict) -> int | None:
+        """The chat a counted call writes to, found without side effects (None if unclear)."""
+        value = params.get("chat_id")
+        if isinstance(value, str) and value.startswith("@"):
+            for chat in self._chats.values():
+                if str(chat.get("username", "")).lower() == value[1:].lower():
+                    return int(chat["id"])
+            return None
+        try:
+            return _as_int(value, "chat_id") or None
+        except ApiError:
+            return None
+
+    def _check_flood(self, params: JsonDict) -> None:
+        """Refuse a message over :attr:`limits` with Telegram's 429."""
+        if self._flood is None:
+            return
+        wait = self._flood.wait(self._flood_chat_id(params), self.clock())
+        if wait > 0:
+            self.flood_refusals += 1
+            retry_after = max(1, math.ceil(wait - 1e-9))
+            raise ApiError(
+                429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after
+            )
+
+    def _count_message(self, method: str, params: JsonDict) -> None:
+        """Count an accepted send or edit."""
+        if method.lower() in EDIT_METHODS:
+            self.edits += 1
+        else:
+            self.messages_sent += 1
+        chat_id = self._flood_chat_id(params)
+        now = self.clock()
+        if chat_id is not None:
+            self.message_times.setdefault(chat_id, []).append(now)
+        if self._flood is not None:
+            self._flood.take(chat_id, now)
 
     def _after_call(self, call: ApiCall) -> None:
         self._activity.fire()
