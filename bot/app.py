@@ -25,7 +25,7 @@ from aiogram.types import (
 
 from bot.bitrix24.client import BitrixClient
 from bot.config import Config
-from bot.floodwait import FloodWait
+from bot.flood_control import FloodWait, Pacing
 from bot.messages import LANGS, Messages
 from bot.services import Services
 from handlers import build_router
@@ -65,7 +65,9 @@ def build_bot(config: Config) -> Bot:
         raise ValueError("telegram.token is not set")
     api = config.telegram.api_url
     session = AiohttpSession(api=TelegramAPIServer.from_base(api)) if api else AiohttpSession()
+    # pacing first, so a request retried after a 429 is paced again
     session.middleware(FloodWait())
+    session.middleware(Pacing())
     return Bot(
         config.telegram.token.get_secret_value(),
         session=session,

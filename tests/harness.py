@@ -19,7 +19,7 @@ from aiogram import Bot, Router
 from bot.app import App, build_app, build_bot
 from bot.config import Config, parse_config
 from bot.sandbox.portal import PortalSimulator
-from bot.sandbox.telegram import FakeTelegram, SentMessage
+from bot.sandbox.telegram import FakeTelegram, SentMessage, TelegramLimits
 from tests.conftest import make_portal
 
 TOKEN = "4242424242:AAE_e2e-test-token-for-the-fake-bot-api"
@@ -56,6 +56,19 @@ queues:
   - {key: support, bitrix_id: 3, name: Support line, aliases: [sup]}
   - {key: sales, bitrix_id: 5, name: Sales <line>}
 """
+
+
+CROWD = 7000  # Telegram IDs of the extra supervisors of :func:`with_supervisors`
+
+
+def with_supervisors(count: int, yaml_text: str = CONFIG_YAML) -> str:
+    """The config with ``count`` more supervisors, IDs ``CROWD``, ``CROWD + 1``, ...
+
+    Telegram allows about one message a second per chat, and the bot keeps to it: tests that
+    need many replies quickly spread their commands over many supervisors' chats.
+    """
+    crowd = "".join(f"  - {{id: {CROWD + i}, name: S{i}}}\n" for i in range(count))
+    return yaml_text.replace("supervisors:\n", "supervisors:\n" + crowd, 1)
 
 
 @dataclass
@@ -140,8 +153,15 @@ class Harness:
         return [call.params for call in self.portal.calls_to(method)]
 
     def team_chat(self) -> list[str]:
-        """What the team chat saw, as users see it."""
+        """What the team chat saw, as users see it (each send and each edit)."""
         return [m.plain_text for m in self.telegram.messages_to(TEAM_CHAT)]
+
+    def team_chat_now(self) -> list[str]:
+        """The team chat's messages as they read now, after edits."""
+        latest: dict[int, str] = {}
+        for m in self.telegram.messages_to(TEAM_CHAT):
+            latest[m.message_id] = m.plain_text
+        return [latest[k] for k in sorted(latest)]
 
 
 @asynccontextmanager
@@ -150,13 +170,15 @@ async def running_bot(
     env: dict[str, str] | None = None,
     yaml_text: str = CONFIG_YAML,
     extra_router: Router | None = None,
+    limits: TelegramLimits | None = None,
 ) -> AsyncIterator[Harness]:
     """Start the fakes and the real bot; stop everything on exit.
 
     ``extra_router`` is included after the bot's own (to plant a failing handler, say).
     """
     portal = portal or make_portal()
-    async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
+    fake = FakeTelegram(TOKEN, bot_username="handoff_test_bot", limits=limits)
+    async with portal, fake as telegram:
         environment = {
             "BITRIX24_WEBHOOK_URL": portal.url,
             "TELEGRAM_BOT_TOKEN": TOKEN,
