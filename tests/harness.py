@@ -149,8 +149,12 @@ class Harness:
         await self.app.in_flight.wait_idle(10.0)
 
     def rest_calls(self, method: str = "imopenlines.operator.transfer") -> list[dict[str, Any]]:
-        """The parameters of every call of ``method`` that reached the portal."""
-        return [call.params for call in self.portal.calls_to(method)]
+        """The parameters of every call of ``method`` that reached the portal, batched or not
+        (numbers inside a batch arrive as text, as in a query string: made ints again)."""
+        return [
+            {k: int(v) if isinstance(v, str) and v.isdigit() else v for k, v in call.params.items()}
+            for call in self.portal.calls_to(method)
+        ]
 
     def team_chat(self) -> list[str]:
         """What the team chat saw, as users see it (each send and each edit)."""

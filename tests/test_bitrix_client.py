@@ -365,3 +365,38 @@ async def test_finish_sends_chat_id_and_reports_its_own_codes(portal: PortalSimu
     assert [c.params for c in portal.calls_to(FINISH)] == [{"CHAT_ID": 2043}, {"CHAT_ID": 9999}]
     assert portal.dialogs[2043].closed
     assert (caught.value.code, caught.value.status) == ("ACCESS_DENIED", 400)
+
+
+async def test_calls_waiting_for_the_bucket_leave_together_as_batches() -> None:
+    async with make_portal(leak_per_s=10.0, burst=5) as portal:
+        settings = bitrix_settings(portal.url, rate_per_s=10.0, burst=5, deadline_s=10.0)
+        async with BitrixClient(settings) as client:
+            dialogs = await asyncio.gather(*(client.dialog(2043) for _ in range(60)))
+            to_bob = Target(Kind.OPERATOR, BOB, "Bob Lee")
+            targets = [to_bob, Target(Kind.OPERATOR, PAVEL, "Pavel"), TO_SALES]
+            outcomes = await asyncio.gather(
+                *(client.transfer(n, t) for n, t in zip((2044, 2045, 2046), targets, strict=True)),
+                *(client.dialog(9999) for _ in range(10)),
+                return_exceptions=True,
+            )
+    assert all(d.owner_id == BOB for d in dialogs)
+    requests = [c for c in portal.calls if not c.in_batch]
+    assert len(requests) < 20, "60 calls went out in a handful of requests"
+    assert portal.calls_to("batch"), "some went as batches"
+    assert portal.rejected_by_limit == 0
+    # each call still gets its own result or error
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], BitrixError) and outcomes[1].code == "OPERATOR_WRONG"
+    assert all(isinstance(o, BitrixError) and o.code == "ACCESS_ERROR" for o in outcomes[3:])
+    assert portal.dialogs[2044].owner == BOB and portal.dialogs[2046].line_id == SALES
+
+
+async def test_without_batching_each_call_waits_its_turn() -> None:
+    async with make_portal(leak_per_s=50.0, burst=5) as portal:
+        settings = bitrix_settings(
+            portal.url, rate_per_s=50.0, burst=5, deadline_s=10.0, batch_when_busy=False
+        )
+        async with BitrixClient(settings) as client:
+            await asyncio.gather(*(client.dialog(2043) for _ in range(30)))
+    assert not portal.calls_to("batch")
+    assert len(portal.calls_to(DIALOG_GET)) == 30

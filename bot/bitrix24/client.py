@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from aiolimiter import AsyncLimiter
 
+from bot.bitrix24.batching import BatchQueue
 from bot.bitrix24.codes import (
     BAD_RESPONSE,
     DIALOG_GET,
@@ -114,12 +115,19 @@ class BitrixClient:
         # they can arrive bunched, and other apps calling from our address share the bucket
         capacity = max(1, int(settings.burst * 0.9))
         self._limiter = AsyncLimiter(capacity, capacity / settings.rate_per_s)
+        self.batches: BatchQueue | None = None
+        if settings.batch_when_busy:
+            self.batches = BatchQueue(
+                self._limiter, lambda method, params: self._post(method, params, settings.timeout_s)
+            )
 
     def __repr__(self) -> str:
         return f"BitrixClient({self._settings.masked_webhook()})"
 
     async def close(self) -> None:
         """Close the HTTP session (if the client made it)."""
+        if self.batches is not None:
+            await self.batches.close()
         if self._session is not None and self._own_session:
             await self._session.close()
         self._session = None
@@ -178,7 +186,14 @@ class BitrixClient:
             raise BitrixError(
                 NOT_CONFIGURED, "bitrix24.webhook_url is not set", None, method, sent=False
             )
+        if self.batches is not None and not self._limiter.has_capacity():
+            return await self.batches.submit(method, params)
         await self._limiter.acquire()
+        return await self._post(method, params, limit_s)
+
+    async def _post(self, method: str, params: dict[str, Any], limit_s: float) -> Any:
+        """One HTTP request, its answer parsed; the bucket was already asked."""
+        assert self._url is not None
         started = time.monotonic()
         status: int | None = None
         try:
