@@ -123,8 +123,12 @@ def parse_dialogs(words: list[str], bare_numbers: DialogKind) -> tuple[DialogRef
     return tuple(dialogs)
 
 
+# invisible characters that copying from Bitrix24 or a phone keyboard slips into words
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
 def _tokens(args: str | None) -> list[str]:
-    return [t for t in _SEPARATORS.split(args or "") if t]
+    return [t for t in _SEPARATORS.split(_INVISIBLE.sub("", args or "")) if t]
 
 
 def parse_transfer(args: str | None, bare_numbers: DialogKind = DialogKind.CHAT) -> TransferCommand:

@@ -404,6 +404,8 @@ def check_overrides(
     """Problems with config ``messages:`` overrides: unknown keys or fields, broken braces."""
     for lang, texts in overrides.items():
         for key, template in texts.items():
+            if not isinstance(template, str):
+                continue  # the schema reports it: "must be text"
             if key not in CATALOG:
                 yield (lang, key), "no such message (see the list in the README)"
                 continue

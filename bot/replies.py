@@ -29,8 +29,9 @@ def split_message(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
             if current:
                 chunks.append(current)
                 current = ""
-            chunks.append(line[:limit])
-            line = line[limit:]
+            cut = _cut_at(line, limit)
+            chunks.append(line[:cut])
+            line = line[cut:]
         candidate = f"{current}\n{line}" if current else line
         if len(candidate) > limit:
             chunks.append(current)
@@ -40,6 +41,19 @@ def split_message(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
     if current or not chunks:
         chunks.append(current)
     return chunks
+
+
+def _cut_at(line: str, limit: int) -> int:
+    """Where to cut a too-long line: at ``limit``, or just before an escape it would split."""
+    amp = line.rfind("&", max(0, limit - 8), limit)
+    if amp > 0 and ";" not in line[amp:limit]:
+        return amp
+    return limit
+
+
+def quoted(word: str, limit: int = 40) -> str:
+    """A word the user typed, as the reply quotes it: long ones shortened."""
+    return word if len(word) <= limit else word[: limit - 1] + "…"
 
 
 class Replies:
@@ -211,7 +225,7 @@ class Replies:
         usage = self.messages.text("usage", lang, example=self.example())
         if error is None:
             return usage
-        params: dict[str, object] = {"token": error.token or ""}
+        params: dict[str, object] = {"token": quoted(error.token or "")}
         if error.reason == "too_many":
             params = {"limit": error.token or ""}
         return Html(f"{self.messages.text(f'usage.{error.reason}', lang, **params)}\n{usage}")
@@ -225,12 +239,14 @@ class Replies:
         ]
         joined = Html(text("or", lang).join(spelled))
         if isinstance(error, AmbiguousName):
-            return text("ambiguous_name", lang, token=error.token, candidates=joined)
+            return text("ambiguous_name", lang, token=quoted(error.token), candidates=joined)
         if isinstance(error, UnknownName):
             if spelled:
-                return text("unknown_name", lang, token=error.token, suggestions=joined)
-            return text("unknown_name.none", lang, token=error.token)
-        return Html(f"{text('usage.bad_target', lang, token=error.token)}\n{self.usage(lang)}")
+                return text("unknown_name", lang, token=quoted(error.token), suggestions=joined)
+            return text("unknown_name.none", lang, token=quoted(error.token))
+        return Html(
+            f"{text('usage.bad_target', lang, token=quoted(error.token))}\n{self.usage(lang)}"
+        )
 
     # ---- help and listings --------------------------------------------------------------
 

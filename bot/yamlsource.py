@@ -22,7 +22,8 @@ def format_path(path: Path) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else part
+            name = part if part else '""'
+            out += f".{name}" if out else name
     return out or "(top level)"
 
 
@@ -38,7 +39,8 @@ class Problem:
         where = format_path(self.path)
         if self.line is not None:
             where += f" (line {self.line})"
-        return f"{where}: {self.message}"
+        # one line per problem, whatever a key or a parser message contains
+        return " ".join(f"{where}: {self.message}".split())
 
 
 @dataclass
@@ -95,7 +97,10 @@ class _Builder:
 
 def parse_yaml(text: str) -> YamlDocument:
     """Parse one YAML document; syntax errors become a single :class:`Problem`."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # refuses control characters right here
+    except yaml.YAMLError as exc:
+        return YamlDocument(data=None, problems=[Problem((), f"not valid YAML: {exc}")])
     try:
         node = loader.get_single_node()
         if node is None:
@@ -110,6 +115,10 @@ def parse_yaml(text: str) -> YamlDocument:
         return YamlDocument(data=None, problems=[Problem((), f"not valid YAML: {reason}", line)])
     except yaml.YAMLError as exc:
         return YamlDocument(data=None, problems=[Problem((), f"not valid YAML: {exc}")])
+    except RecursionError:
+        # an alias that contains itself, or thousands of nested brackets
+        problem = Problem((), "nested too deeply, or an &anchor refers to itself")
+        return YamlDocument(data=None, problems=[problem])
     finally:
         loader.dispose()
 
