@@ -134,6 +134,8 @@ class Announcer:
         try:
             while lines:
                 lines = await self._post_some(lines, refs, grow=grow)
+                if lines:  # more than one message's worth: each waits for its own slot
+                    await asyncio.sleep(self._pause())
         except Exception as err:  # whatever the poster raised: report it, keep working
             log.warning("announcement to %s failed: %s", self.chat_id, err)
             ok = False

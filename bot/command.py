@@ -58,7 +58,7 @@ _NUMBER = r"([0-9]{1,10})"  # ASCII only: int() reads other digits, Telegram use
 _CHAT_FORMS = re.compile(rf"^(?:#|chat)?{_NUMBER}$", re.IGNORECASE)
 _SESSION_FORMS = re.compile(rf"^(?:s|session:|№){_NUMBER}$", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[\s,;]+")
-_TARGET_SHAPE = re.compile(r"^(?:[@#]|queue:|user:)?[\w-]+$", re.IGNORECASE)
+_TARGET_SHAPE = re.compile(r"^(?:[@#]|queue:|user:)?[\w.-]+$", re.IGNORECASE)
 
 
 def _from_link(token: str) -> DialogRef | None:

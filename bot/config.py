@@ -79,7 +79,7 @@ class Bitrix24Settings(_Frozen):
     rate_per_s: float = Field(default=2.0, gt=0, le=10_000)
     burst: int = Field(default=50, ge=1, le=10_000)
     legacy_transfer_id: bool = False
-    batch_when_busy: bool = True
+    batch_calls: bool = True
 
     @field_validator("webhook_url", mode="before")
     @classmethod

@@ -70,9 +70,10 @@ class Pacing(BaseRequestMiddleware):
     """Spaces out what the bot posts: overall and per chat, as Telegram asks."""
 
     def __init__(
-        self, per_second: float = 28.0, chat_burst: int = 3, chat_per_second: float = 1.0
+        self, per_second: float = 25.0, chat_burst: int = 2, chat_per_second: float = 1.0
     ) -> None:
-        # a little under Telegram's 30/s: the bucket's clock and Telegram's never agree exactly
+        # a little under Telegram's 30/s and its bursts of about 3: requests reach Telegram a
+        # little later than they leave these buckets, and can arrive bunched
         self._overall = AsyncLimiter(per_second, 1.0)
         self._chat_burst = chat_burst
         self._chat_period = chat_burst / chat_per_second

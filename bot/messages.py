@@ -372,7 +372,11 @@ _TEXTS: dict[str, tuple[str, str]] = {
     ),
     "operators.title": ("<b>Operators</b>", "<b>Операторы</b>"),
     "queues.title": ("<b>Queues</b>", "<b>Очереди</b>"),
-    "directory.empty": ("(none configured)", "(не настроено)"),
+    "directory.empty": ("(none found)", "(никого не найдено)"),
+    "directory.more": (
+        "…and {count} more. Search: <code>{command} anna</code>",
+        "…и ещё {count}. Поиск: <code>{command} anna</code>",
+    ),
     "command.transfer": (
         "Move a dialog: /transfer 2043 @anna",
         "Передать диалог: /transfer 2043 @anna",

@@ -16,6 +16,7 @@ from bot.handoff import Outcome, Status
 from bot.messages import Html, Lang, Messages, escape
 
 MAX_NAME = 60  # a dialog's name as shown: one phone line, not a paragraph
+MAX_LISTED = 50  # /operators lines; a directory of thousands is searched, not scrolled
 TELEGRAM_LIMIT = 4096
 
 
@@ -260,17 +261,34 @@ class Replies:
             queue=queues[0].key if queues and queues[0].key else "support",
         )
 
-    def listing(self, kind: Kind, lang: Lang) -> Html:
-        """/operators or /queues: one compact line per entry, with every name that works."""
+    def listing(self, kind: Kind, lang: Lang, search: str | None = None) -> Html:
+        """/operators or /queues: a compact line per entry with every name that works;
+        ``search`` keeps the entries whose names contain it. Long lists are cut short."""
         entries = self.directory.operators if kind is Kind.OPERATOR else self.directory.queues
         title = self.messages.text(
             "operators.title" if kind is Kind.OPERATOR else "queues.title", lang
         )
+        needle = (search or "").strip().lower().lstrip("@#")
+        if needle:
+            entries = tuple(
+                entry
+                for entry in entries
+                if needle in entry.name.lower()
+                or any(needle in name.lower() for name in self.directory.spellings(entry))
+            )
         if not entries:
             return Html(f"{title}\n{self.messages.text('directory.empty', lang)}")
         lines: list[str] = [title]
-        for entry in sorted(entries, key=lambda t: t.name.lower()):
+        ordered = sorted(entries, key=lambda t: t.name.lower())
+        for entry in ordered[:MAX_LISTED]:
             names = self.directory.spellings(entry)
             spelled = " ".join(f"<code>{escape(n)}</code>" for n in names)
             lines.append(f"{spelled} — {escape(entry.name)} · {escape(entry.bitrix_id)}")
+        if len(ordered) > MAX_LISTED:
+            command = "/operators" if kind is Kind.OPERATOR else "/queues"
+            lines.append(
+                self.messages.text(
+                    "directory.more", lang, count=len(ordered) - MAX_LISTED, command=command
+                )
+            )
         return Html("\n".join(lines))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandStart
+from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import Message
 
 from bot.directory import Kind
@@ -17,14 +17,16 @@ async def help_(message: Message, services: Services, lang: Lang) -> None:
     await respond(message, services.replies.help(lang))
 
 
-async def operators(message: Message, services: Services, lang: Lang) -> None:
-    """The operators and every name that reaches them."""
-    await respond(message, services.replies.listing(Kind.OPERATOR, lang))
+async def operators(
+    message: Message, command: CommandObject, services: Services, lang: Lang
+) -> None:
+    """The operators and every name that reaches them (``/operators anna`` searches)."""
+    await respond(message, services.replies.listing(Kind.OPERATOR, lang, command.args))
 
 
-async def queues(message: Message, services: Services, lang: Lang) -> None:
-    """The queues (open lines) and every name that reaches them."""
-    await respond(message, services.replies.listing(Kind.QUEUE, lang))
+async def queues(message: Message, command: CommandObject, services: Services, lang: Lang) -> None:
+    """The queues (open lines) and every name that reaches them (``/queues sup`` searches)."""
+    await respond(message, services.replies.listing(Kind.QUEUE, lang, command.args))
 
 
 async def not_understood(message: Message, services: Services, lang: Lang) -> None:

@@ -394,7 +394,7 @@ async def test_calls_waiting_for_the_bucket_leave_together_as_batches() -> None:
 async def test_without_batching_each_call_waits_its_turn() -> None:
     async with make_portal(leak_per_s=50.0, burst=5) as portal:
         settings = bitrix_settings(
-            portal.url, rate_per_s=50.0, burst=5, deadline_s=10.0, batch_when_busy=False
+            portal.url, rate_per_s=50.0, burst=5, deadline_s=10.0, batch_calls=False
         )
         async with BitrixClient(settings) as client:
             await asyncio.gather(*(client.dialog(2043) for _ in range(30)))

@@ -81,6 +81,7 @@ async def test_transfer_faults_under_concurrency_one_outcome_each_never_twice(
     for n in range(6000, 6012):
         portal.dialogs[n] = SimDialog(n, n, f"Guest {n}", owner=BOB, line_id=SUPPORT)
     portal.inject(TRANSFER, fault, times=4)
+    portal.inject("batch", fault, times=2)  # transfers made at the same moment travel together
     env = {"TIMEOUT_S": "0.5", "DEADLINE_S": "4"}
     async with running_bot(portal, env=env, yaml_text=with_supervisors(12)) as h:
         for i, n in enumerate(range(6000, 6012)):

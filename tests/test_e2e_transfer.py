@@ -342,10 +342,9 @@ async def test_a_long_reply_is_split_not_lost() -> None:
         portal.dialogs[n] = type(portal.dialogs[2043])(
             n, n + 10000, "A very long customer name " * 10, owner=BOB, line_id=SUPPORT
         )
-    portal.inject(TRANSFER, Fault.error("OPERATOR_WRONG"), times=20)
     async with running_bot(portal) as h:
-        question = await h.say(
-            "/transfer " + " ".join(str(n) for n in range(4000, 4020)) + " @anna"
+        question = await h.say(  # Pavel is on leave: the portal refuses every one of them
+            "/transfer " + " ".join(str(n) for n in range(4000, 4020)) + " @pavel"
         )
         await h.tap(question, "ok")
         results = [m for m in h.telegram.messages_to(OLGA) if "❌" in m.plain_text]

@@ -104,3 +104,29 @@ def test_split_cuts_between_lines_under_the_limit() -> None:
 def test_split_cuts_a_giant_line_hard() -> None:
     chunks = split_message("short\n" + "y" * 2500, limit=1000)
     assert [len(c) for c in chunks] == [5, 1000, 1000, 500]
+
+
+def test_a_long_directory_is_cut_short_and_searchable() -> None:
+    operators = "".join(
+        f"  - {{key: op{i:04d}, bitrix_id: {i + 1}, name: Operator {i:04d}}}\n" for i in range(300)
+    )
+    directory = Directory.from_config(parse_config("operators:\n" + operators, {}))
+    replies = Replies(Messages(), directory)
+    lines = replies.listing(Kind.OPERATOR, "en").splitlines()
+    assert len(lines) == 1 + 50 + 1
+    assert lines[-1] == "…and 250 more. Search: <code>/operators anna</code>"
+    found = replies.listing(Kind.OPERATOR, "en", "@op0123").splitlines()
+    assert found[1:] == ["<code>@op0123</code> — Operator 0123 · 124"]
+    assert replies.listing(Kind.OPERATOR, "en", "nobody").splitlines()[1] == "(none found)"
+
+
+def test_did_you_mean_in_a_big_directory_finds_the_typo() -> None:
+    operators = "".join(
+        f"  - {{key: op{i:05d}, bitrix_id: {i + 1}, name: Operator {i:05d}}}\n"
+        for i in range(10_000)
+    )
+    operators += "  - {key: anna, bitrix_id: 20001, name: Anna Smirnova}\n"
+    directory = Directory.from_config(parse_config("operators:\n" + operators, {}))
+    assert [t.key for t in directory.suggest("annna")] == ["anna"]
+    assert [t.key for t in directory.suggest("smirnva")] == ["anna"]
+    assert "op09999" in [t.key for t in directory.suggest("op0999")]

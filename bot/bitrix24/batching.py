@@ -1,9 +1,10 @@
-"""Calls that would wait for the leaky bucket go out together, as one ``batch`` request.
+"""Calls made together go out together, as one ``batch`` request.
 
-Bitrix24 counts a ``batch`` of up to 50 commands as one request for its bucket, and each
-command still gets its own result or error. So when the bucket is empty, calls queue here
-and leave together as soon as it lets one request through: a burst of transfers finishes in
-a fraction of the time the bucket would allow one call at a time.
+Bitrix24 counts a ``batch`` of up to 50 commands as one request for its leaky bucket, and
+each command still gets its own result or error. Calls made in the same moment, and calls
+that wait for the bucket, leave together as soon as it lets one request through: a burst of
+transfers finishes in a fraction of the time the bucket would allow one call at a time. A
+call on its own goes out on its own, as a plain request.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _as_dict(part: Any) -> dict[str, Any]:
 
 
 class BatchQueue:
-    """Holds calls while the bucket is empty; sends them as batches when it lets one through."""
+    """Gathers calls; sends them as batches of up to 50 whenever the bucket lets one through."""
 
     def __init__(self, limiter: AsyncLimiter, post: Post) -> None:
         self._limiter = limiter
@@ -82,6 +83,7 @@ class BatchQueue:
         self._queue.clear()
 
     async def _flush(self) -> None:
+        await asyncio.sleep(0)  # one turn of the loop: calls made in the same moment join in
         while self._queue:
             await self._limiter.acquire()
             group, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]

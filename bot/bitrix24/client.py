@@ -116,7 +116,7 @@ class BitrixClient:
         capacity = max(1, int(settings.burst * 0.9))
         self._limiter = AsyncLimiter(capacity, capacity / settings.rate_per_s)
         self.batches: BatchQueue | None = None
-        if settings.batch_when_busy:
+        if settings.batch_calls:
             self.batches = BatchQueue(
                 self._limiter, lambda method, params: self._post(method, params, settings.timeout_s)
             )
@@ -186,7 +186,7 @@ class BitrixClient:
             raise BitrixError(
                 NOT_CONFIGURED, "bitrix24.webhook_url is not set", None, method, sent=False
             )
-        if self.batches is not None and not self._limiter.has_capacity():
+        if self.batches is not None:
             return await self.batches.submit(method, params)
         await self._limiter.acquire()
         return await self._post(method, params, limit_s)
