@@ -52,6 +52,7 @@ telegram:
   api_url: ${{TELEGRAM_API_URL:-}}
 language: auto
 admin_contact: "@it_ops"
+storage: {{path: ":memory:"}}
 supervisors:{supervisors}
 chats:{chats}
 {announce}operators:{operators}

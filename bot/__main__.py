@@ -6,10 +6,12 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from bot.config import Config, ConfigError, config_path, load_config
 from bot.directory import Directory
 from bot.logs import setup_logging
+from bot.storage import Storage, to_csv
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -21,11 +23,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="config file (default: $BOT_CONFIG or ./config.yaml)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-    sub = parser.add_subparsers(dest="command", metavar="{run,demo,check}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,check,audit}")
     sub.add_parser("run", help="run the bot with long polling (the default)")
     sub.add_parser("demo", help="try the bot in a console sandbox: no Telegram, no portal")
     sub.add_parser("check", help="validate the config and print the directory")
-    for name in ("run", "demo", "check"):
+    audit = sub.add_parser("audit", help="export the audit trail")
+    audit.add_argument("--since", default="1970-01-01", help="a date or time (ISO 8601, UTC)")
+    audit.add_argument("--csv", action="store_true", help="CSV with a header line (the default)")
+    for name in ("run", "demo", "check", "audit"):
         sub.choices[name].add_argument("--config", default=argparse.SUPPRESS, help="config file")
     return parser
 
@@ -60,6 +65,33 @@ def check(path_arg: str | None) -> int:
     print(f"bitrix24: {config.bitrix24.masked_webhook()}")
     for line in config.missing_secrets():
         print(f"note: {line} (needed to run)")
+    return EXIT_OK
+
+
+def audit(path_arg: str | None, since: str) -> int:
+    """Print the audit trail from ``since`` on as CSV."""
+    try:
+        start = datetime.fromisoformat(since)
+    except ValueError:
+        print(
+            f"--since {since!r}: not a date; use e.g. 2026-11-01 or 2026-11-01T08:00",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    config = _load(path_arg)
+    if config is None:
+        return EXIT_PROBLEMS
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+
+    async def export() -> str:
+        storage = Storage(config.storage.path, boot="audit")
+        try:
+            return to_csv(await storage.since(start))
+        finally:
+            await storage.close()
+
+    sys.stdout.write(asyncio.run(export()))
     return EXIT_OK
 
 
@@ -98,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return check(args.config)
+    if args.command == "audit":
+        return audit(args.config, args.since)
     if args.command == "demo":
         return demo(args.config, args.log_level)
     return run(args.config, args.log_level)

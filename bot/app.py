@@ -29,13 +29,13 @@ from bot.flood_control import FloodWait, Pacing
 from bot.messages import LANGS, Messages
 from bot.services import Services
 from handlers import build_router
-from handlers.middlewares import InFlight
+from handlers.middlewares import ExactlyOnce, InFlight
 
 log = logging.getLogger(__name__)
 
 # the "/" menu: everything in private chats; in groups only what makes sense in front of a team
-PRIVATE_COMMANDS = ("transfer", "finish", "operators", "queues", "help")
-GROUP_COMMANDS = ("transfer", "finish", "help")
+PRIVATE_COMMANDS = ("transfer", "finish", "history", "operators", "queues", "help")
+GROUP_COMMANDS = ("transfer", "finish", "history", "help")
 SHUTDOWN_GRACE_S = 30.0
 
 
@@ -99,11 +99,13 @@ def build_app(config: Config, client: BitrixClient | None = None) -> App:
     in_flight = InFlight()
     dispatcher = Dispatcher(services=services)
     dispatcher.update.outer_middleware(in_flight)
+    dispatcher.update.outer_middleware(ExactlyOnce())
     dispatcher.include_router(build_router())
     app = App(config, dispatcher, client, in_flight, services)
 
     async def on_startup(bot: Bot) -> None:
         poster.bot = bot
+        await services.storage.open()
         try:
             await set_commands(bot, messages)
         except TelegramAPIError as err:  # a missing menu is no reason not to serve
@@ -117,6 +119,7 @@ def build_app(config: Config, client: BitrixClient | None = None) -> App:
             log.warning("stopping with commands still in flight")
         if services.announcer is not None:
             await services.announcer.close()
+        await services.storage.close()
         await app.close()
 
     dispatcher.startup.register(on_startup)

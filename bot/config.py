@@ -187,6 +187,12 @@ class Queue(_Frozen):
     aliases: tuple[Key, ...] = ()
 
 
+class StorageSettings(_Frozen):
+    """Where the audit trail and the marks of handled updates are kept."""
+
+    path: str = "handoff.sqlite3"  # relative to the config file's folder
+
+
 class Config(_Frozen):
     """The whole configuration, validated."""
 
@@ -199,6 +205,8 @@ class Config(_Frozen):
     announce_to: int | None = None
     dialog_numbers: Literal["chat", "session"] = "chat"
     button_expiry_min: float = Field(default=15.0, gt=0, le=48 * 60)
+    stale_after_min: float = Field(default=10.0, gt=0, le=7 * 24 * 60)
+    storage: StorageSettings = StorageSettings()
     operators: tuple[Operator, ...] = ()
     queues: tuple[Queue, ...] = ()
     messages: MessageOverrides = Field(default_factory=dict)
@@ -317,6 +325,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "chats": Chat,
     "operators": Operator,
     "queues": Queue,
+    "storage": StorageSettings,
 }
 
 
@@ -476,7 +485,13 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(str(path), [Problem((), f"cannot be read: {reason}")]) from None
-    return parse_config(text, os.environ if env is None else env, source=str(path))
+    config = parse_config(text, os.environ if env is None else env, source=str(path))
+    stored = config.storage.path
+    if stored != ":memory:" and not Path(stored).is_absolute():
+        # next to the config, wherever the bot is started from
+        storage = StorageSettings(path=str(path.resolve().parent / stored))
+        config = config.model_copy(update={"storage": storage})
+    return config
 
 
 def config_path(cli_value: str | None, env: Mapping[str, str] | None = None) -> Path:

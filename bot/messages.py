@@ -322,6 +322,29 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Какой диалог? Пример: <code>/finish 2043</code>, или ответьте /finish на моё "
         "сообщение о нём.",
     ),
+    "restarted.cut_off": (
+        "⚠️ I was restarted while carrying out this command, so I can't tell whether it was "
+        "done. Check before sending it again.",
+        "⚠️ Меня перезапустили, пока я выполнял эту команду, и я не знаю, выполнена ли она. "
+        "Проверьте, прежде чем отправлять снова.",
+    ),
+    "restarted.now": ("Now:", "Сейчас:"),
+    "stale": (
+        "Not carried out: you sent this {minutes} min ago, while I was down. Send it again if "
+        "it is still needed.",
+        "Не выполнено: вы отправили это {minutes} мин назад, когда я не работал. Отправьте "
+        "снова, если это ещё нужно.",
+    ),
+    "history.usage": (
+        "Whose history? Example: <code>/history 2043</code> or <code>/history @anna</code>",
+        "Чья история? Пример: <code>/history 2043</code> или <code>/history @anna</code>",
+    ),
+    "history.none": ("Nothing recorded about {word}.", "О {word} ничего не записано."),
+    "history.line": (
+        "{time} UTC · {dialog} → {target} · {outcome} · {by}",
+        "{time} UTC · {dialog} → {target} · {outcome} · {by}",
+    ),
+    "history.finished": ("finished", "завершён"),
     "holder.user": ("user {id}", "пользователь {id}"),
     "holder.nobody": ("queue (unassigned)", "очередь (без оператора)"),
     "not_supervisor": (
@@ -385,6 +408,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "command.queues": ("Queues (open lines)", "Очереди (открытые линии)"),
     "command.help": ("How to use the bot", "Как пользоваться ботом"),
     "command.finish": ("Finish a dialog (with a confirming tap)", "Завершить диалог"),
+    "command.history": ("Who moved a dialog, and when", "Кто и когда передавал диалог"),
 }
 
 

@@ -14,6 +14,7 @@ from bot.command import UsageError
 from bot.directory import AmbiguousName, Directory, Kind, ResolveError, Target, UnknownName
 from bot.handoff import Outcome, Status
 from bot.messages import Html, Lang, Messages, escape
+from bot.storage import AuditEntry
 
 MAX_NAME = 60  # a dialog's name as shown: one phone line, not a paragraph
 MAX_LISTED = 50  # /operators lines; a directory of thousands is searched, not scrolled
@@ -247,6 +248,26 @@ class Replies:
             return text("unknown_name.none", lang, token=quoted(error.token))
         return Html(
             f"{text('usage.bad_target', lang, token=quoted(error.token))}\n{self.usage(lang)}"
+        )
+
+    def audit_line(self, entry: AuditEntry, who: str | None, lang: Lang) -> Html:
+        """One audit entry, compactly: when, which dialog, where to, how it ended, by whom."""
+        kind, _, number = entry.target.partition(":")
+        if number.isdigit():
+            where = self.target(
+                self.directory.by_id(Kind.OPERATOR if kind == "user" else Kind.QUEUE, int(number)),
+                lang,
+            )
+        else:
+            where = self.messages.text("history.finished", lang)
+        return self.messages.text(
+            "history.line",
+            lang,
+            time=entry.time.strftime("%d.%m %H:%M"),
+            dialog=entry.dialog,
+            target=where,
+            outcome=entry.outcome,
+            by=who or entry.user_id,
         )
 
     # ---- help and listings --------------------------------------------------------------

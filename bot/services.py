@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from bot.access import AccessPolicy
@@ -13,6 +14,7 @@ from bot.handoff import Handoff
 from bot.messages import Messages
 from bot.pending import PendingStore
 from bot.replies import Replies
+from bot.storage import Storage
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Services:
     replies: Replies
     pending: PendingStore
     announcer: Announcer | None  # None when the config names no team chat
+    storage: Storage
 
     @classmethod
     def build(cls, config: Config, client: BitrixClient, poster: Poster) -> Services:
@@ -49,4 +52,5 @@ class Services:
             replies=Replies(messages, directory),
             pending=pending,
             announcer=announcer,
+            storage=Storage(config.storage.path, boot=uuid.uuid4().hex),
         )

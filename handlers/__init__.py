@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import errors, finish, info, taps, transfer
+from handlers import errors, finish, history, info, taps, transfer
 from handlers.middlewares import AccessMiddleware, LanguageMiddleware
 
 
@@ -18,6 +18,7 @@ def build_router() -> Router:
     root.include_routers(
         transfer.build_router(),
         finish.build_router(),
+        history.build_router(),
         taps.build_router(),
         info.build_router(),
         errors.build_router(),

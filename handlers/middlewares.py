@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiogram import BaseMiddleware
-from aiogram.types import CallbackQuery, Message, TelegramObject
+from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 
 from bot.access import Verdict
-from bot.messages import pick_language
+from bot.bitrix24.client import Dialog
+from bot.command import DialogKind, UsageError, parse_finish, parse_transfer
+from bot.messages import Html, Lang, pick_language
 from bot.services import Services
+from bot.storage import Mark
 from handlers.respond import respond
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
@@ -78,3 +85,119 @@ class InFlight(BaseMiddleware):
         except TimeoutError:
             return False
         return True
+
+
+_ACTS = ("/transfer", "/finish")  # commands that change something in Bitrix24
+_ACTING_TAPS = ("t:", "d:", "ok")  # taps that do
+
+
+def _acts(update: Update) -> bool:
+    if update.message is not None and update.message.text:
+        word = update.message.text.split(maxsplit=1)[0].split("@", 1)[0].lower()
+        return word in _ACTS
+    if update.callback_query is not None and update.callback_query.data:
+        return update.callback_query.data.startswith(_ACTING_TAPS)
+    return False
+
+
+class ExactlyOnce(BaseMiddleware):
+    """Carries each update out once, across restarts and redeliveries.
+
+    The update's mark is taken in storage before any handler runs, so before any REST call.
+    A redelivery of an update carried out (or being carried out) is dropped quietly; one that
+    an earlier run took and died on is not run again: the supervisor is told, with the state
+    of the dialogs now. A command older than ``stale_after_min`` (sent while the bot was down)
+    is not carried out either: "send it again".
+    """
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        if not isinstance(event, Update):
+            return await handler(event, data)
+        services: Services = data["services"]
+        key = f"u:{event.update_id}"
+        mark = await services.storage.take(key)
+        if mark in (Mark.DONE, Mark.RUNNING_HERE):
+            log.info("update %s delivered again: dropped", event.update_id)
+            return None
+        try:
+            if _acts(event) and mark is Mark.CUT_OFF:
+                await self._tell_cut_off(event, services)
+                return None
+            if _acts(event) and await self._stale(event, services):
+                return None
+            return await handler(event, data)
+        finally:
+            await services.storage.done(key)
+
+    @staticmethod
+    def _lang(event: Update, services: Services) -> Lang:
+        if event.message is not None:
+            user = event.message.from_user
+        else:
+            user = event.callback_query.from_user if event.callback_query else None
+        return pick_language(services.config.language, user.language_code if user else None)
+
+    @staticmethod
+    def _allowed(event: Update, services: Services) -> bool:
+        message = event.message
+        if message is None or message.from_user is None:
+            return False
+        verdict = services.access.decide(
+            message.from_user.id, message.chat.id, private=message.chat.type == "private"
+        )
+        return verdict is Verdict.ALLOW
+
+    async def _stale(self, event: Update, services: Services) -> bool:
+        message = event.message
+        if message is None or not self._allowed(event, services):
+            return False
+        age_min = (datetime.now(UTC) - message.date).total_seconds() / 60
+        if age_min <= services.config.stale_after_min:
+            return False
+        text = services.replies.messages.text(
+            "stale", self._lang(event, services), minutes=round(age_min)
+        )
+        await respond(message, text)
+        return True
+
+    async def _tell_cut_off(self, event: Update, services: Services) -> None:
+        log.warning("update %s was cut off by a restart: not run again", event.update_id)
+        lang = self._lang(event, services)
+        text = services.replies.messages.text("restarted.cut_off", lang)
+        if event.callback_query is not None:
+            await event.callback_query.answer(text, show_alert=True)
+            return
+        message = event.message
+        if message is None or not self._allowed(event, services):
+            return
+        await respond(message, await self._now(message, services, lang, text))
+
+    @staticmethod
+    async def _now(message: Message, services: Services, lang: Lang, text: Html) -> Html:
+        """The cut-off notice, with what Bitrix24 says of the command's dialogs now."""
+        args = (message.text or "").split(maxsplit=1)[1:]
+        bare = DialogKind(services.config.dialog_numbers)
+        try:
+            if (message.text or "").lower().startswith("/finish"):
+                refs = parse_finish(args[0] if args else None, bare)
+            else:
+                refs = parse_transfer(args[0] if args else None, bare).dialogs
+        except UsageError:
+            return text
+        if not refs:
+            return text
+        replies = services.replies
+        lines = [text, replies.messages.text("restarted.now", lang)]
+        for look in await services.handoff.look(refs):
+            if isinstance(look, Dialog):
+                lines.append(
+                    replies.messages.text(
+                        "confirm.line",
+                        lang,
+                        dialog=replies.looked(look),
+                        holder=replies.holder(look, lang),
+                    )
+                )
+            else:
+                lines.append(replies.messages.error(look.code, look.status, lang))
+        return Html("\n".join(lines))

@@ -6,8 +6,8 @@ pending store, so a double tap — or two supervisors at once — never acts twi
 
 from __future__ import annotations
 
-from aiogram import Bot, Router
-from aiogram.types import CallbackQuery, Message
+from aiogram import Router
+from aiogram.types import CallbackQuery, Message, Update
 
 from bot.command import DialogKind, DialogRef
 from bot.directory import ResolveError
@@ -18,7 +18,7 @@ from bot.services import Services
 from handlers import keyboards
 from handlers.keyboards import CancelTap, ConfirmTap, DialogTap, PageTap, TargetTap, tapped_kind
 from handlers.respond import replace
-from handlers.work import carry_out, key_of
+from handlers.work import Asker, carry_out, key_of
 
 
 async def _claim(
@@ -49,21 +49,15 @@ async def _do(
     message: Message,
     pending: Pending,
     services: Services,
-    bot: Bot,
+    update: Update,
     *,
     lang: Lang,
     by: str,
 ) -> None:
     """Carry out a claimed transfer or finish and turn the message into the result."""
     await query.answer(services.replies.messages.template("tap.working", lang))
-    done = await carry_out(
-        services,
-        pending.dialogs,
-        pending.target,
-        by=by,
-        lang=lang,
-        origin_chat=message.chat.id,
-    )
+    asker = Asker.of(query, message.chat.id, update, by, lang)
+    done = await carry_out(services, pending.dialogs, pending.target, asker)
     await replace(message, done.text)
     services.pending.drop(key_of(message))
     services.pending.remember(key_of(message), done.refs)
@@ -73,7 +67,7 @@ async def _do(
 async def on_target(
     query: CallbackQuery,
     callback_data: TargetTap,
-    bot: Bot,
+    event_update: Update,
     services: Services,
     lang: Lang,
     supervisor_name: str,
@@ -94,7 +88,7 @@ async def on_target(
         await replace(message, services.replies.confirm(looks, target, lang), markup)
         return
     pending.target = target
-    await _do(query, message, pending, services, bot, lang=lang, by=supervisor_name)
+    await _do(query, message, pending, services, event_update, lang=lang, by=supervisor_name)
 
 
 async def on_page(
@@ -119,7 +113,7 @@ async def on_page(
 async def on_dialog(
     query: CallbackQuery,
     callback_data: DialogTap,
-    bot: Bot,
+    event_update: Update,
     services: Services,
     lang: Lang,
     supervisor_name: str,
@@ -149,18 +143,22 @@ async def on_dialog(
         await replace(message, replies.unresolved(err, lang), markup)
         return
     pending.dialogs, pending.target = (chosen,), target
-    await _do(query, message, pending, services, bot, lang=lang, by=supervisor_name)
+    await _do(query, message, pending, services, event_update, lang=lang, by=supervisor_name)
 
 
 async def on_confirm(
-    query: CallbackQuery, bot: Bot, services: Services, lang: Lang, supervisor_name: str
+    query: CallbackQuery,
+    event_update: Update,
+    services: Services,
+    lang: Lang,
+    supervisor_name: str,
 ) -> None:
     """The confirming tap of a bulk transfer or a finish."""
     claimed = await _claim(query, services, lang, Action.CONFIRM_TRANSFER, Action.CONFIRM_FINISH)
     if claimed is None:
         return
     message, pending = claimed
-    await _do(query, message, pending, services, bot, lang=lang, by=supervisor_name)
+    await _do(query, message, pending, services, event_update, lang=lang, by=supervisor_name)
 
 
 async def on_cancel(query: CallbackQuery, services: Services, lang: Lang) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
-from aiogram.types import InlineKeyboardMarkup, Message
+from aiogram.types import InlineKeyboardMarkup, Message, Update
 
 from bot.bitrix24.client import Dialog
 from bot.command import DialogKind, UsageError, parse_transfer
@@ -16,13 +16,14 @@ from bot.pending import Action, Pending
 from bot.services import Services
 from handlers import keyboards
 from handlers.respond import respond
-from handlers.work import carry_out, chat_refs, failures, key_of, replied_dialogs
+from handlers.work import Asker, carry_out, chat_refs, failures, key_of, replied_dialogs
 
 
 async def transfer(
     message: Message,
     command: CommandObject,
     bot: Bot,
+    event_update: Update,
     services: Services,
     lang: Lang,
     supervisor_name: str,
@@ -51,14 +52,8 @@ async def transfer(
         services.pending.put(key_of(sent[-1]), Pending(Action.SUGGEST, plan.dialogs, user_id))
         return
     if plan.step is Step.EXECUTE:
-        done = await carry_out(
-            services,
-            plan.dialogs,
-            plan.target,
-            by=supervisor_name,
-            lang=lang,
-            origin_chat=message.chat.id,
-        )
+        asker = Asker.of(message, message.chat.id, event_update, supervisor_name, lang)
+        done = await carry_out(services, plan.dialogs, plan.target, asker)
         sent = await respond(message, done.text)
         for sent_message in sent:
             services.pending.remember(key_of(sent_message), done.refs)

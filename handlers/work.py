@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import Message
+from aiogram.types import CallbackQuery, Message, Update
 
 from bot.bitrix24.client import Dialog
 from bot.bitrix24.errors import BitrixError
@@ -19,6 +20,7 @@ from bot.messages import Html, Lang
 from bot.pending import MessageKey
 from bot.replies import split_message
 from bot.services import Services
+from bot.storage import AuditEntry, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -71,24 +73,75 @@ def failures(refs: Sequence[DialogRef], looks: Sequence[Dialog | BitrixError]) -
     ]
 
 
+@dataclass(frozen=True)
+class Asker:
+    """Who asked, where, in which language, and in which update."""
+
+    user_id: int
+    chat_id: int
+    name: str
+    lang: Lang
+    update_id: int | None
+
+    @classmethod
+    def of(
+        cls, event: Message | CallbackQuery, chat_id: int, update: Update, name: str, lang: Lang
+    ) -> Asker:
+        """The asker of a message or a tap."""
+        user_id = event.from_user.id if event.from_user else 0
+        return cls(user_id, chat_id, name, lang, update.update_id)
+
+
+_AUDITED = {
+    Status.MOVED: "ok",
+    Status.FINISHED: "ok",
+    Status.ALREADY: "already",
+    Status.DUPLICATE: "duplicate",
+}
+
+
 async def carry_out(
-    services: Services,
-    refs: Sequence[DialogRef],
-    target: Target | None,
-    *,
-    by: str,
-    lang: Lang,
-    origin_chat: int,
+    services: Services, refs: Sequence[DialogRef], target: Target | None, asker: Asker
 ) -> Done:
-    """Transfer ``refs`` to ``target`` (finish them when None) and announce what changed."""
+    """Transfer ``refs`` to ``target`` (finish them when None), write the audit trail, and
+    announce what changed. The audit entries are written before anyone is told."""
     handoff, replies, config = services.handoff, services.replies, services.config
+    started = time.monotonic()
     outcomes = await (handoff.transfer(refs, target) if target else handoff.finish(refs))
-    text = replies.transfer(outcomes, target, lang)
+    latency_ms = round((time.monotonic() - started) * 1000)
+    now = utc_now()
+    await services.storage.record(
+        [
+            AuditEntry(
+                now,
+                asker.user_id,
+                asker.chat_id,
+                "transfer" if target else "finish",
+                o.label,
+                target.ref if target else "-",
+                o.error.code if o.error else _AUDITED[o.status],
+                latency_ms,
+                asker.update_id,
+            )
+            for o in outcomes
+        ]
+    )
+    log.info(
+        "command user=%s chat=%s action=%s dialogs=%s target=%s outcomes=%s latency_ms=%s",
+        asker.user_id,
+        asker.chat_id,
+        "transfer" if target else "finish",
+        ",".join(o.label for o in outcomes),
+        target.ref if target else "-",
+        ",".join(o.error.code if o.error else _AUDITED[o.status] for o in outcomes),
+        latency_ms,
+    )
+    text = replies.transfer(outcomes, target, asker.lang)
     done_refs = tuple(
         DialogRef(DialogKind.CHAT, o.dialog.chat_id) if o.dialog else o.ref for o in outcomes
     )
-    lines = replies.announcement(outcomes, target, by, lang)
+    lines = replies.announcement(outcomes, target, asker.name, asker.lang)
     announced = None
-    if lines and services.announcer is not None and config.announce_to != origin_chat:
+    if lines and services.announcer is not None and config.announce_to != asker.chat_id:
         announced = services.announcer.announce(lines, done_refs)
     return Done(text, done_refs, announced)

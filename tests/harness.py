@@ -40,6 +40,7 @@ telegram:
 language: auto
 admin_contact: "@it_ops"
 button_expiry_min: ${EXPIRY_MIN:-15}
+storage: {path: "${STORAGE_PATH:-:memory:}"}
 supervisors:
   - {id: 111111111, name: Olga}
   - {id: 222222222, name: Petr}

@@ -108,8 +108,11 @@ async def test_sigterm_lets_the_transfer_in_flight_finish_and_reply(tmp_path: Pa
         try:
             telegram.send_message("/transfer 2043 @anna", user_id=OLGA)
             await telegram.wait_for(
-                lambda: bool(portal.calls_to("imopenlines.operator.transfer")), timeout=30
+                lambda: bool(portal.calls_to("imopenlines.operator.transfer")),
+                timeout=30,
+                interval=0.02,
             )
+            assert telegram.messages_to(OLGA) == [], "the transfer is still in flight"
             process.send_signal(signal.SIGTERM)  # while the portal is still answering
             _, stderr = await asyncio.wait_for(process.communicate(), 30)
         finally:
@@ -144,3 +147,59 @@ def test_readme_transcripts_are_what_the_sandbox_prints(transcript: list[str]) -
 
 def test_the_readme_has_transcripts() -> None:
     assert len(readme_transcripts()) >= 6
+
+
+async def test_sigkill_mid_transfer_then_redelivery_transfers_exactly_once(tmp_path: Path) -> None:
+    from bot.sandbox.telegram import FakeTelegram
+    from tests.test_e2e_audit import command
+
+    portal = make_portal()
+    portal.inject("imopenlines.operator.transfer", Fault.delay(2.0, apply=True))
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG_YAML.replace("${STORAGE_PATH:-:memory:}", "handoff.sqlite3"))
+    update = {**command("/transfer 2043 @anna"), "update_id": 777}
+
+    async def start_bot(telegram: FakeTelegram) -> asyncio.subprocess.Process:
+        env = {
+            **CLEAN_ENV,
+            "BITRIX24_WEBHOOK_URL": portal.url,
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": telegram.base_url,
+        }
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "--config",
+            str(config),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+    async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
+        first = await start_bot(telegram)
+        telegram.add_update(update)
+        await telegram.wait_for(
+            lambda: bool(portal.calls_to("imopenlines.operator.transfer")),
+            timeout=30,
+            interval=0.02,  # the portal's state: the fake Bot API cannot wake us for it
+        )
+        first.kill()  # SIGKILL while the portal is still answering the transfer
+        await first.wait()
+        assert telegram.messages_to(OLGA) == [], "it died before it could reply"
+
+        second = await start_bot(telegram)
+        try:
+            telegram.add_update(update)  # Telegram delivers the unconfirmed update again
+            await telegram.wait_for(lambda: bool(telegram.messages_to(OLGA)), timeout=30)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(second.communicate(), 30)
+        [notice] = telegram.messages_to(OLGA)
+        assert notice.plain_text.startswith("⚠️ I was restarted while carrying out this command")
+        assert "• 2043 «Ivan Petrov — WhatsApp» · Anna Smirnova" in notice.plain_text
+        assert len(portal.calls_to("imopenlines.operator.transfer")) == 1, "exactly one transfer"
+        assert portal.dialogs[2043].owner == ANNA
+        assert "Traceback" not in stderr.decode()

@@ -15,7 +15,14 @@ from pathlib import Path
 from pydantic import SecretStr
 
 from bot.app import build_app, build_bot
-from bot.config import Config, ConfigError, Person, TelegramSettings, load_config
+from bot.config import (
+    Config,
+    ConfigError,
+    Person,
+    StorageSettings,
+    TelegramSettings,
+    load_config,
+)
 from bot.logs import setup_logging
 from bot.sandbox.portal import PortalSimulator, SimDialog, SimOperator, SimQueue
 from bot.sandbox.telegram import FakeTelegram, SentMessage
@@ -146,6 +153,7 @@ def _sandboxed(config: Config, webhook_url: str, api_url: str) -> Config:
         update={
             "telegram": TelegramSettings(token=SecretStr(SANDBOX_TOKEN), api_url=api_url),
             "bitrix24": config.bitrix24.model_copy(update={"webhook_url": SecretStr(webhook_url)}),
+            "storage": StorageSettings(path=":memory:"),  # the sandbox leaves no files behind
         }
     )
 

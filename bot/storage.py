@@ -1,0 +1,232 @@
+"""What the bot must remember across restarts: the audit trail and the marks of updates taken.
+
+SQLite in WAL mode, one file next to the config by default. Every call runs on one worker
+thread (SQLite connections belong to a thread), so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TypeVar
+
+T = TypeVar("T")
+
+MARKS_KEPT = timedelta(days=7)
+CSV_HEADER = (
+    "time",
+    "user_id",
+    "chat_id",
+    "dialog",
+    "target",
+    "outcome",
+    "latency_ms",
+    "update_id",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,          -- ISO 8601, UTC
+    user_id INTEGER NOT NULL,
+    chat_id INTEGER NOT NULL,
+    action TEXT NOT NULL,        -- transfer | finish
+    dialog TEXT NOT NULL,        -- the Bitrix24 CHAT_ID (or the number as typed if unknown)
+    target TEXT NOT NULL,        -- user:15 | queue:3 | - (finish)
+    outcome TEXT NOT NULL,       -- ok | already | duplicate | an error code | DUPLICATE_UPDATE
+    latency_ms INTEGER NOT NULL,
+    update_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS audit_dialog ON audit (dialog, id);
+CREATE INDEX IF NOT EXISTS audit_target ON audit (target, id);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE TABLE IF NOT EXISTS marks (
+    key TEXT PRIMARY KEY,        -- u:<update_id> | cb:<callback_query_id>
+    taken_at TEXT NOT NULL,
+    boot TEXT NOT NULL,          -- which run of the bot took it
+    done INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def utc_now() -> datetime:
+    """Now, in UTC, to the second."""
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One transfer or finish attempt of one dialog."""
+
+    time: datetime
+    user_id: int
+    chat_id: int
+    action: str
+    dialog: str
+    target: str
+    outcome: str
+    latency_ms: int
+    update_id: int | None
+
+    def csv_row(self) -> tuple[str | int | None, ...]:
+        """The row of ``python -m bot audit --csv``."""
+        return (
+            self.time.isoformat(),
+            self.user_id,
+            self.chat_id,
+            self.dialog,
+            self.target,
+            self.outcome,
+            self.latency_ms,
+            self.update_id,
+        )
+
+
+class Mark(StrEnum):
+    """What taking the mark of an update found."""
+
+    NEW = "new"  # first time: carry it out
+    DONE = "done"  # carried out already: a redelivery, drop it
+    RUNNING_HERE = "running_here"  # this run is carrying it out right now: drop it
+    CUT_OFF = "cut_off"  # an earlier run took it and died before it finished
+
+
+class Storage:
+    """The audit trail and the update marks, in one SQLite file."""
+
+    def __init__(self, path: str, boot: str) -> None:
+        self.path = path
+        self.boot = boot
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._with, work)
+
+    def _with(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            cutoff = (utc_now() - MARKS_KEPT).isoformat()
+            self._db.execute("DELETE FROM marks WHERE taken_at < ?", (cutoff,))
+        return work(self._db)
+
+    async def open(self) -> None:
+        """Create the file and tables if needed, forget marks older than a week."""
+        await self._run(lambda db: None)
+
+    async def close(self) -> None:
+        """Close the database and its thread."""
+
+        def close(db: sqlite3.Connection) -> None:
+            db.close()
+            self._db = None
+
+        if self._db is not None:
+            await self._run(close)
+        self._executor.shutdown(wait=True)
+
+    # ---- marks ------------------------------------------------------------------------
+
+    async def take(self, key: str) -> Mark:
+        """Take the mark of an update (atomically, before anything is sent anywhere)."""
+
+        def take(db: sqlite3.Connection) -> Mark:
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO marks (key, taken_at, boot) VALUES (?, ?, ?)",
+                (key, utc_now().isoformat(), self.boot),
+            ).rowcount
+            if inserted:
+                return Mark.NEW
+            boot, done = db.execute("SELECT boot, done FROM marks WHERE key = ?", (key,)).fetchone()
+            if done:
+                return Mark.DONE
+            return Mark.RUNNING_HERE if boot == self.boot else Mark.CUT_OFF
+
+        return await self._run(take)
+
+    async def done(self, key: str) -> None:
+        """The update was carried out to the end."""
+        await self._run(lambda db: db.execute("UPDATE marks SET done = 1 WHERE key = ?", (key,)))
+
+    # ---- audit ------------------------------------------------------------------------
+
+    async def record(self, entries: Sequence[AuditEntry]) -> None:
+        """Add entries to the audit trail."""
+
+        def record(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO audit (time, user_id, chat_id, action, dialog, target, outcome,"
+                " latency_ms, update_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        e.time.isoformat(),
+                        e.user_id,
+                        e.chat_id,
+                        e.action,
+                        e.dialog,
+                        e.target,
+                        e.outcome,
+                        e.latency_ms,
+                        e.update_id,
+                    )
+                    for e in entries
+                ],
+            )
+
+        if entries:
+            await self._run(record)
+
+    async def history(
+        self, *, dialog: str | None = None, target: str | None = None, limit: int = 10
+    ) -> list[AuditEntry]:
+        """The latest entries about a dialog or a target, newest first."""
+        column, value = ("dialog", dialog) if dialog is not None else ("target", target)
+        query = (
+            "SELECT time, user_id, chat_id, action, dialog, target, outcome, latency_ms,"
+            f" update_id FROM audit WHERE {column} = ? ORDER BY id DESC LIMIT ?"
+        )
+        rows = await self._run(lambda db: db.execute(query, (value, limit)).fetchall())
+        return [_entry(row) for row in rows]
+
+    async def since(self, start: datetime) -> list[AuditEntry]:
+        """Every entry from ``start`` on, oldest first."""
+        query = (
+            "SELECT time, user_id, chat_id, action, dialog, target, outcome, latency_ms,"
+            " update_id FROM audit WHERE time >= ? ORDER BY id"
+        )
+        rows = await self._run(lambda db: db.execute(query, (start.isoformat(),)).fetchall())
+        return [_entry(row) for row in rows]
+
+
+def _entry(row: tuple[object, ...]) -> AuditEntry:
+    time, user_id, chat_id, action, dialog, target, outcome, latency_ms, update_id = row
+    return AuditEntry(
+        datetime.fromisoformat(str(time)),
+        int(str(user_id)),
+        int(str(chat_id)),
+        str(action),
+        str(dialog),
+        str(target),
+        str(outcome),
+        int(str(latency_ms)),
+        int(str(update_id)) if update_id is not None else None,
+    )
+
+
+def to_csv(entries: Sequence[AuditEntry]) -> str:
+    """The audit export: a header line, then one row per entry."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerows(entry.csv_row() for entry in entries)
+    return out.getvalue()
