@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from bot.config import Config, ConfigError, config_path, load_config
+from bot.config import ENV_WEBHOOK_SECRET, Config, ConfigError, config_path, load_config
 from bot.directory import Directory
 from bot.logs import setup_logging
 from bot.storage import Storage, to_csv
@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="config file (default: $BOT_CONFIG or ./config.yaml)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser.add_argument(
+        "--webhook-url", help="webhook mode: the https:// URL Telegram posts updates to"
+    )
+    parser.add_argument("--listen", help="webhook mode: HOST:PORT to listen on (0.0.0.0:8080)")
     sub = parser.add_subparsers(dest="command", metavar="{run,demo,check,audit}")
     sub.add_parser("run", help="run the bot with long polling (the default)")
     sub.add_parser("demo", help="try the bot in a console sandbox: no Telegram, no portal")
@@ -95,25 +100,46 @@ def audit(path_arg: str | None, since: str) -> int:
     return EXIT_OK
 
 
-def run(path_arg: str | None, log_level: str) -> int:
-    """Run the bot with polling until SIGINT/SIGTERM."""
-    config = _load(path_arg)
+def run(args: argparse.Namespace) -> int:
+    """Run the bot until SIGINT/SIGTERM: long polling, or webhook mode when a URL is given."""
+    config = _load(args.config)
     if config is None:
         return EXIT_USAGE
     missing = config.missing_secrets()
+    hook = config.telegram.webhook
+    url = args.webhook_url or hook.url
+    listen = args.listen or hook.listen
+    if url and hook.secret is None:
+        missing.append(
+            f"webhook mode needs a secret: export {ENV_WEBHOOK_SECRET}=<random letters and digits>"
+        )
+    if url and not url.startswith("https://"):
+        missing.append(f"--webhook-url {url!r}: must start with https://")
     if missing:
         for line in missing:
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    from bot.app import run_polling  # aiogram is imported only when the bot really runs
-
     secrets = [
         s.get_secret_value()
-        for s in (config.telegram.token, config.bitrix24.webhook_url)
+        for s in (config.telegram.token, config.bitrix24.webhook_url, hook.secret)
         if s is not None
     ]
-    setup_logging(log_level, secrets)
-    asyncio.run(run_polling(config))
+    setup_logging(args.log_level, secrets, json_lines=args.log_format == "json")
+    # aiogram is imported only when the bot really runs
+    if url:
+        from bot.webhook import parse_listen, run_webhook
+
+        try:
+            parse_listen(listen)
+        except ValueError as err:
+            print(err, file=sys.stderr)
+            return EXIT_USAGE
+        assert hook.secret is not None
+        asyncio.run(run_webhook(config, url, listen, hook.secret.get_secret_value()))
+    else:
+        from bot.app import run_polling
+
+        asyncio.run(run_polling(config))
     return EXIT_OK
 
 
@@ -134,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return audit(args.config, args.since)
     if args.command == "demo":
         return demo(args.config, args.log_level)
-    return run(args.config, args.log_level)
+    return run(args)
 
 
 if __name__ == "__main__":

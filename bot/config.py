@@ -34,6 +34,7 @@ ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
 ENV_API_URL = "TELEGRAM_API_URL"
 ENV_WEBHOOK = "BITRIX24_WEBHOOK_URL"
 ENV_CONFIG = "BOT_CONFIG"
+ENV_WEBHOOK_SECRET = "TELEGRAM_WEBHOOK_SECRET"
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Key = Annotated[
@@ -121,11 +122,40 @@ def mask_webhook(url: str) -> str:
     return re.sub(r"(/rest/\d+/)[^/]+", r"\1***", url)
 
 
+class WebhookSettings(_Frozen):
+    """Webhook mode: where Telegram sends updates, where the bot listens, the shared secret."""
+
+    url: str | None = None
+    listen: str = "0.0.0.0:8080"
+    secret: SecretStr | None = None
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _check_url(cls, value: Any) -> Any:
+        value = _text_or_none(value)
+        if value is None:
+            return None
+        if not isinstance(value, str) or urlsplit(value).scheme != "https":
+            raise ValueError("must be the https:// address Telegram will post updates to")
+        return value
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _check_secret(cls, value: Any) -> Any:
+        value = _text_or_none(value)
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", str(value)):
+            raise ValueError(
+                "may hold only letters, digits, _ and - (at most 256), as Telegram asks"
+            )
+        return value
+
+
 class TelegramSettings(_Frozen):
     """The bot's Telegram identity and, optionally, another Bot API server."""
 
     token: SecretStr | None = None
     api_url: str | None = None
+    webhook: WebhookSettings = WebhookSettings()
 
     @field_validator("token", mode="before")
     @classmethod
@@ -262,17 +292,21 @@ def _set_path(data: Any, path: KeyPath, value: Any) -> None:
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[KeyPath, str]:
     """Let the environment win over the file; returns which paths it set, and from where."""
     applied: dict[KeyPath, str] = {}
-    for var, section, key in (
-        (ENV_TOKEN, "telegram", "token"),
-        (ENV_API_URL, "telegram", "api_url"),
-        (ENV_WEBHOOK, "bitrix24", "webhook_url"),
+    for var, path in (
+        (ENV_TOKEN, ("telegram", "token")),
+        (ENV_API_URL, ("telegram", "api_url")),
+        (ENV_WEBHOOK, ("bitrix24", "webhook_url")),
+        (ENV_WEBHOOK_SECRET, ("telegram", "webhook", "secret")),
     ):
         value = env.get(var, "")
         if value:
-            if not isinstance(data.get(section), dict):
-                data[section] = {}
-            data[section][key] = value
-            applied[(section, key)] = var
+            section = data
+            for name in path[:-1]:
+                if not isinstance(section.get(name), dict):
+                    section[name] = {}
+                section = section[name]
+            section[path[-1]] = value
+            applied[path] = var
     return applied
 
 

@@ -49,6 +49,15 @@ _MIN_ATTEMPT_S = 0.5  # not worth starting an attempt with less time than this l
 
 
 @dataclass(frozen=True, slots=True)
+class LastCall:
+    """The latest request to Bitrix24 and how it ended (for health checks)."""
+
+    at: float  # time.time()
+    method: str
+    outcome: str  # "ok" or the error code
+
+
+@dataclass(frozen=True, slots=True)
 class Dialog:
     """An open-line dialog as ``imopenlines.dialog.get`` describes it."""
 
@@ -110,6 +119,7 @@ class BitrixClient:
         self._url = settings.webhook_url.get_secret_value() if settings.webhook_url else None
         self._session = session
         self._own_session = session is None
+        self.last_call: LastCall | None = None
         # Bitrix24's own bucket (capacity X, drains Y/s), mirrored with a tenth of X kept in
         # reserve: requests reach the portal a little later than they leave the bucket, so
         # they can arrive bunched, and other apps calling from our address share the bucket
@@ -193,6 +203,15 @@ class BitrixClient:
 
     async def _post(self, method: str, params: dict[str, Any], limit_s: float) -> Any:
         """One HTTP request, its answer parsed; the bucket was already asked."""
+        try:
+            result = await self._request(method, params, limit_s)
+        except BitrixError as err:
+            self.last_call = LastCall(time.time(), method, err.code)
+            raise
+        self.last_call = LastCall(time.time(), method, "ok")
+        return result
+
+    async def _request(self, method: str, params: dict[str, Any], limit_s: float) -> Any:
         assert self._url is not None
         started = time.monotonic()
         status: int | None = None

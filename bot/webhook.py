@@ -1,0 +1,79 @@
+"""Webhook mode: Telegram posts updates to us (aiogram's aiohttp integration), with a shared
+secret, plus ``GET /healthz`` on the same listener. Polling stays the default."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from aiogram import Bot
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+from aiohttp import web
+
+from bot.app import App, build_app, build_bot
+from bot.config import Config
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``0.0.0.0:8080`` -> (host, port); raises ValueError for anything else."""
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--listen {listen!r}: expected HOST:PORT, such as 0.0.0.0:8080")
+    return host.strip("[]"), int(port)
+
+
+def build_web_app(app: App, bot: Bot, path: str, secret: str) -> web.Application:
+    """The aiohttp application: updates at ``path`` (secret checked: 401 otherwise), and
+    ``/healthz``."""
+    started = time.monotonic()
+    web_app = web.Application()
+    SimpleRequestHandler(app.dispatcher, bot, secret_token=secret).register(web_app, path=path)
+
+    async def healthz(_: web.Request) -> web.Response:
+        last = app.client.last_call
+        body = {
+            "status": "ok",
+            "uptime_s": round(time.monotonic() - started, 1),
+            "bitrix24": None
+            if last is None
+            else {
+                "at": datetime.fromtimestamp(last.at, UTC).isoformat(timespec="seconds"),
+                "method": last.method,
+                "outcome": last.outcome,
+            },
+        }
+        return web.json_response(body, dumps=json.dumps)
+
+    web_app.router.add_get("/healthz", healthz)
+    setup_application(web_app, app.dispatcher, bot=bot)
+    return web_app
+
+
+async def run_webhook(config: Config, url: str, listen: str, secret: str) -> None:
+    """Serve until SIGINT/SIGTERM; commands in flight finish first."""
+    host, port = parse_listen(listen)
+    app, bot = build_app(config), build_bot(config)
+    web_app = build_web_app(app, bot, urlsplit(url).path or "/", secret)
+    runner = web.AppRunner(web_app, access_log=None)  # access lines would carry nothing useful
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await bot.set_webhook(
+            url,
+            secret_token=secret,
+            allowed_updates=app.dispatcher.resolve_used_update_types(),
+            drop_pending_updates=False,  # commands sent while we were down are still carried out
+        )
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # runs the dispatcher's shutdown: in-flight commands finish
+        await bot.session.close()

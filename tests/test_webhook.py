@@ -1,0 +1,121 @@
+"""Webhook mode over real HTTP: the secret, exactly-once redelivery, and /healthz."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from bot.app import App, build_app, build_bot
+from bot.config import parse_config
+from bot.sandbox.portal import PortalSimulator
+from bot.sandbox.telegram import FakeTelegram
+from bot.webhook import build_web_app, parse_listen
+from tests.conftest import ANNA, make_portal
+from tests.harness import CONFIG_YAML, OLGA, TOKEN
+from tests.test_cli import run_cli
+from tests.test_e2e_audit import command
+
+SECRET = "s3cret-for-the-webhook_0"
+TRANSFER = "imopenlines.operator.transfer"
+
+
+@dataclass
+class Hooked:
+    url: str
+    app: App
+    portal: PortalSimulator
+    telegram: FakeTelegram
+    http: aiohttp.ClientSession
+
+    async def post(self, update: dict[str, object], secret: str | None = SECRET) -> int:
+        headers = {"X-Telegram-Bot-Api-Secret-Token": secret} if secret is not None else {}
+        async with self.http.post(f"{self.url}/tg", json=update, headers=headers) as response:
+            return response.status
+
+
+@asynccontextmanager
+async def webhook_bot() -> AsyncIterator[Hooked]:
+    portal = make_portal()
+    async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
+        env = {
+            "BITRIX24_WEBHOOK_URL": portal.url,
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": telegram.base_url,
+        }
+        config = parse_config(CONFIG_YAML, env)
+        app, bot = build_app(config), build_bot(config)
+        runner = web.AppRunner(build_web_app(app, bot, "/tg", SECRET))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with aiohttp.ClientSession() as http:
+                yield Hooked(f"http://127.0.0.1:{port}", app, portal, telegram, http)
+        finally:
+            await runner.cleanup()
+            await bot.session.close()
+
+
+async def test_updates_without_the_secret_are_refused_and_do_nothing() -> None:
+    async with webhook_bot() as h:
+        update = {**command("/transfer 2043 @anna"), "update_id": 1}
+        assert await h.post(update, secret=None) == 401
+        assert await h.post(update, secret="wrong") == 401
+        await h.app.in_flight.wait_idle(5)
+        assert h.portal.calls == []
+        assert h.telegram.messages_to(OLGA) == []
+
+
+async def test_the_same_update_posted_twice_makes_one_transfer() -> None:
+    async with webhook_bot() as h:
+        update = {**command("/transfer 2043 @anna"), "update_id": 2}
+        assert await h.post(update) == 200
+        assert await h.post(update) == 200  # Telegram retries when unsure it was received
+        await h.telegram.wait_for(lambda: bool(h.telegram.messages_to(OLGA)))
+        await h.app.in_flight.wait_idle(5)
+        assert len(h.portal.calls_to(TRANSFER)) == 1
+        assert len(h.telegram.messages_to(OLGA)) == 1
+        assert h.portal.dialogs[2043].owner == ANNA
+
+
+async def test_healthz_reports_uptime_and_the_last_bitrix24_call() -> None:
+    async with webhook_bot() as h:
+        async with h.http.get(f"{h.url}/healthz") as response:
+            assert response.status == 200
+            before = await response.json()
+        assert before["status"] == "ok" and before["uptime_s"] >= 0
+        assert before["bitrix24"] is None
+        await h.post({**command("/transfer 9999 @anna"), "update_id": 3})
+        await h.telegram.wait_for(lambda: bool(h.telegram.messages_to(OLGA)))
+        async with h.http.get(f"{h.url}/healthz") as response:
+            after = json.loads(await response.text())
+        assert after["bitrix24"]["method"] == "imopenlines.dialog.get"
+        assert after["bitrix24"]["outcome"] == "ACCESS_ERROR"
+
+
+def test_webhook_mode_without_a_secret_refuses_to_start() -> None:
+    env = {"TELEGRAM_BOT_TOKEN": TOKEN, "BITRIX24_WEBHOOK_URL": "https://x.bitrix24.ru/rest/1/abc/"}
+    result = run_cli(
+        "--webhook-url", "https://bot.example.com/tg", "--listen", "127.0.0.1:0", env=env
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "webhook mode needs a secret: export TELEGRAM_WEBHOOK_SECRET=<random letters and digits>"
+    ]
+
+
+def test_listen_address_forms() -> None:
+    assert parse_listen("0.0.0.0:8080") == ("0.0.0.0", 8080)
+    assert parse_listen("[::1]:8443") == ("::1", 8443)
+    for bad in ("8080", "host:", "host:99999", ":80"):
+        try:
+            parse_listen(bad)
+        except ValueError:
+            continue
+        raise AssertionError(bad)
