@@ -135,11 +135,12 @@ def run(args: argparse.Namespace) -> int:
             print(err, file=sys.stderr)
             return EXIT_USAGE
         assert hook.secret is not None
-        asyncio.run(run_webhook(config, url, listen, hook.secret.get_secret_value()))
+        secret = hook.secret.get_secret_value()
+        asyncio.run(run_webhook(config, url, listen, secret, config_path(args.config)))
     else:
         from bot.app import run_polling
 
-        asyncio.run(run_polling(config))
+        asyncio.run(run_polling(config, config_path(args.config)))
     return EXIT_OK
 
 

@@ -22,6 +22,7 @@ class AccessPolicy:
     def __init__(self, config: Config) -> None:
         self.supervisors = {person.id: person.name for person in config.supervisors}
         self.chats = {chat.id for chat in config.chats}
+        self.admins = {person.id for person in config.admins} or set(self.supervisors)
 
     def decide(self, user_id: int, chat_id: int, private: bool) -> Verdict:
         """The verdict for ``user_id`` writing in ``chat_id``."""
@@ -29,6 +30,10 @@ class AccessPolicy:
         if private or chat_id in self.chats:
             return Verdict.ALLOW if supervisor else Verdict.REFUSE
         return Verdict.WRONG_CHAT if supervisor else Verdict.IGNORE
+
+    def is_admin(self, user_id: int) -> bool:
+        """Whether ``user_id`` may reload the config (``admins:``, else every supervisor)."""
+        return user_id in self.admins
 
     def name_of(self, user_id: int) -> str | None:
         """The supervisor's name as the config spells it."""

@@ -6,8 +6,13 @@ data; nothing lives in module globals.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -24,17 +29,20 @@ from aiogram.types import (
 )
 
 from bot.bitrix24.client import BitrixClient
-from bot.config import Config
+from bot.config import Config, ConfigError, load_config
 from bot.flood_control import FloodWait, Pacing
+from bot.handoff import Handoff
 from bot.messages import LANGS, Messages
+from bot.reload import describe_changes, swappable
 from bot.services import Services
+from bot.yamlsource import Problem
 from handlers import build_router
-from handlers.middlewares import ExactlyOnce, InFlight
+from handlers.middlewares import CurrentServices, ExactlyOnce, InFlight
 
 log = logging.getLogger(__name__)
 
 # the "/" menu: everything in private chats; in groups only what makes sense in front of a team
-PRIVATE_COMMANDS = ("transfer", "finish", "history", "operators", "queues", "help")
+PRIVATE_COMMANDS = ("transfer", "finish", "history", "operators", "queues", "help", "reload")
 GROUP_COMMANDS = ("transfer", "finish", "history", "help")
 SHUTDOWN_GRACE_S = 30.0
 
@@ -84,28 +92,67 @@ class App:
     client: BitrixClient
     in_flight: InFlight
     services: Services
+    poster: BotPoster
+    path: Path | None = None  # the config file, for reloads
+    env: Mapping[str, str] | None = None  # what ${VAR} reads on reload (None: the process's)
+    _reloads: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def close(self) -> None:
         """Close the Bitrix24 session (aiogram closes the bot's own)."""
         await self.client.close()
 
+    async def reload(self) -> list[str]:
+        """Read the config file again and swap in what it says; returns what changed.
 
-def build_app(config: Config, client: BitrixClient | None = None) -> App:
+        Raises :class:`ConfigError` for a bad file (the running config stays in force).
+        """
+        if self.path is None:
+            raise ConfigError("config", [Problem((), "the bot was not started from a file")])
+        new = await asyncio.to_thread(load_config, self.path, self.env)
+        changes = describe_changes(self.services.config, new)
+        self.services = self.services.reloaded(swappable(self.config, new), self.poster)
+        log.info("config reloaded: %s", "; ".join(changes) or "no changes")
+        return changes
+
+    def reload_in_background(self) -> None:
+        """SIGHUP: reload, logging the outcome (there is nobody to reply to)."""
+
+        async def reload() -> None:
+            try:
+                await self.reload()
+            except ConfigError as err:
+                log.error("config not reloaded, the old one stays in force: %s", err)
+
+        task = asyncio.get_running_loop().create_task(reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+
+def build_app(
+    config: Config,
+    client: BitrixClient | None = None,
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> App:
     """The dispatcher with its routers, middlewares and workflow data."""
     client = client or BitrixClient(config.bitrix24)
     poster = BotPoster()
-    services = Services.build(config, client, poster)
+    services = Services.build(config, Handoff(client), poster)
     messages = services.replies.messages
     in_flight = InFlight()
-    dispatcher = Dispatcher(services=services)
+    dispatcher = Dispatcher()
+    app = App(config, dispatcher, client, in_flight, services, poster, path, env)
+    dispatcher["reload"] = app.reload
     dispatcher.update.outer_middleware(in_flight)
+    dispatcher.update.outer_middleware(CurrentServices(lambda: app.services))
     dispatcher.update.outer_middleware(ExactlyOnce())
     dispatcher.include_router(build_router())
-    app = App(config, dispatcher, client, in_flight, services)
 
     async def on_startup(bot: Bot) -> None:
         poster.bot = bot
         await services.storage.open()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off Unix
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, app.reload_in_background)
         try:
             await set_commands(bot, messages)
         except TelegramAPIError as err:  # a missing menu is no reason not to serve
@@ -117,9 +164,9 @@ def build_app(config: Config, client: BitrixClient | None = None) -> App:
         # polling has stopped taking updates; let the ones in hand finish and reply
         if not await in_flight.wait_idle(SHUTDOWN_GRACE_S):
             log.warning("stopping with commands still in flight")
-        if services.announcer is not None:
-            await services.announcer.close()
-        await services.storage.close()
+        if app.services.announcer is not None:
+            await app.services.announcer.close()
+        await app.services.storage.close()
         await app.close()
 
     dispatcher.startup.register(on_startup)
@@ -145,9 +192,10 @@ async def set_commands(bot: Bot, messages: Messages) -> None:
             )
 
 
-async def run_polling(config: Config) -> None:
-    """Run the bot until SIGINT/SIGTERM; in-flight commands finish before it exits."""
-    app = build_app(config)
+async def run_polling(config: Config, path: Path | None = None) -> None:
+    """Run the bot until SIGINT/SIGTERM (SIGHUP reloads the config); in-flight commands
+    finish before it exits."""
+    app = build_app(config, path=path)
     bot = build_bot(config)
     try:
         await app.dispatcher.start_polling(bot, handle_signals=True)

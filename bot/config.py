@@ -231,6 +231,7 @@ class Config(_Frozen):
     language: Literal["auto", "en", "ru"] = "auto"
     admin_contact: Name | None = None
     supervisors: tuple[Person, ...] = ()
+    admins: tuple[Person, ...] = ()  # who may /reload; empty: every supervisor
     chats: tuple[Chat, ...] = ()
     announce_to: int | None = None
     dialog_numbers: Literal["chat", "session"] = "chat"

@@ -345,6 +345,16 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "{time} UTC · {dialog} → {target} · {outcome} · {by}",
     ),
     "history.finished": ("finished", "завершён"),
+    "reload.done": ("Config reloaded.", "Настройки перечитаны."),
+    "reload.nothing": ("Config reloaded: no changes.", "Настройки перечитаны: без изменений."),
+    "reload.failed": (
+        "Config not reloaded; the old one stays in force:",
+        "Настройки не перечитаны, действуют прежние:",
+    ),
+    "reload.not_admin": (
+        "Only the bot's admins can reload its config.",
+        "Перечитать настройки могут только администраторы бота.",
+    ),
     "holder.user": ("user {id}", "пользователь {id}"),
     "holder.nobody": ("queue (unassigned)", "очередь (без оператора)"),
     "not_supervisor": (
@@ -409,6 +419,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "command.help": ("How to use the bot", "Как пользоваться ботом"),
     "command.finish": ("Finish a dialog (with a confirming tap)", "Завершить диалог"),
     "command.history": ("Who moved a dialog, and when", "Кто и когда передавал диалог"),
+    "command.reload": ("Re-read the config (admins)", "Перечитать настройки (админы)"),
 }
 
 

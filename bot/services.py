@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 
 from bot.access import AccessPolicy
 from bot.announcer import Announcer, Poster
-from bot.bitrix24.client import BitrixClient
 from bot.config import Config
 from bot.directory import Directory
 from bot.handoff import Handoff
@@ -30,9 +30,24 @@ class Services:
     announcer: Announcer | None  # None when the config names no team chat
     storage: Storage
 
+    def reloaded(self, config: Config, poster: Poster) -> Services:
+        """The services of a new config, keeping what outlives it: the Bitrix24 client and
+        its locks, the buttons in flight, the storage, and the announcer if the team chat
+        is the same."""
+        fresh = Services.build(config, self.handoff, poster)
+        same_chat = config.announce_to == self.config.announce_to
+        self.pending.expiry_s = fresh.pending.expiry_s
+        return dataclasses.replace(
+            fresh,
+            handoff=self.handoff,
+            pending=self.pending,
+            storage=self.storage,
+            announcer=self.announcer if same_chat else fresh.announcer,
+        )
+
     @classmethod
-    def build(cls, config: Config, client: BitrixClient, poster: Poster) -> Services:
-        """Wire the services of ``config`` around a Bitrix24 client and a Telegram poster."""
+    def build(cls, config: Config, handoff: Handoff, poster: Poster) -> Services:
+        """Wire the services of ``config`` around the transfer workflow and a poster."""
         directory = Directory.from_config(config)
         messages = Messages(config.messages, config.admin_contact)
         pending = PendingStore(expiry_s=config.button_expiry_min * 60)
@@ -48,7 +63,7 @@ class Services:
             config=config,
             directory=directory,
             access=AccessPolicy(config),
-            handoff=Handoff(client),
+            handoff=handoff,
             replies=Replies(messages, directory),
             pending=pending,
             announcer=announcer,

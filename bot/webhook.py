@@ -8,6 +8,7 @@ import json
 import signal
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiogram import Bot
@@ -53,10 +54,13 @@ def build_web_app(app: App, bot: Bot, path: str, secret: str) -> web.Application
     return web_app
 
 
-async def run_webhook(config: Config, url: str, listen: str, secret: str) -> None:
-    """Serve until SIGINT/SIGTERM; commands in flight finish first."""
+async def run_webhook(
+    config: Config, url: str, listen: str, secret: str, path: Path | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM (SIGHUP reloads the config); commands in flight finish
+    first."""
     host, port = parse_listen(listen)
-    app, bot = build_app(config), build_bot(config)
+    app, bot = build_app(config, path=path), build_bot(config)
     web_app = build_web_app(app, bot, urlsplit(url).path or "/", secret)
     runner = web.AppRunner(web_app, access_log=None)  # access lines would carry nothing useful
     await runner.setup()

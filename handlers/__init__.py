@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from handlers import errors, finish, history, info, taps, transfer
+from handlers import admin, errors, finish, history, info, taps, transfer
 from handlers.middlewares import AccessMiddleware, LanguageMiddleware
 
 
@@ -19,6 +19,7 @@ def build_router() -> Router:
         transfer.build_router(),
         finish.build_router(),
         history.build_router(),
+        admin.build_router(),
         taps.build_router(),
         info.build_router(),
         errors.build_router(),

@@ -24,6 +24,17 @@ log = logging.getLogger(__name__)
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
+class CurrentServices(BaseMiddleware):
+    """Hands each update the services in force when it arrives (a reload swaps them)."""
+
+    def __init__(self, current: Callable[[], Services]) -> None:
+        self._current = current
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        data["services"] = self._current()
+        return await handler(event, data)
+
+
 class LanguageMiddleware(BaseMiddleware):
     """Puts ``lang`` into handler data: the config's language, or the user's Telegram one."""
 

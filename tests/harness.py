@@ -12,12 +12,13 @@ import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiogram import Bot, Router
 
 from bot.app import App, build_app, build_bot
-from bot.config import Config, parse_config
+from bot.config import Config, load_config, parse_config
 from bot.sandbox.portal import PortalSimulator
 from bot.sandbox.telegram import FakeTelegram, SentMessage, TelegramLimits
 from tests.conftest import make_portal
@@ -176,6 +177,7 @@ async def running_bot(
     yaml_text: str = CONFIG_YAML,
     extra_router: Router | None = None,
     limits: TelegramLimits | None = None,
+    config_file: Path | None = None,
 ) -> AsyncIterator[Harness]:
     """Start the fakes and the real bot; stop everything on exit.
 
@@ -190,8 +192,12 @@ async def running_bot(
             "TELEGRAM_API_URL": telegram.base_url,
             **(env or {}),
         }
-        config = parse_config(yaml_text, environment)
-        app = build_app(config)
+        if config_file is None:
+            config = parse_config(yaml_text, environment)
+        else:  # a real file, as /reload and SIGHUP read it again
+            await asyncio.to_thread(config_file.write_text, yaml_text, encoding="utf-8")
+            config = load_config(config_file, environment)
+        app = build_app(config, path=config_file, env=environment)
         if extra_router is not None:
             app.dispatcher.include_router(extra_router)
         bot = build_bot(config)

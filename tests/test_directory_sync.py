@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -263,8 +264,9 @@ async def test_sync_writes_then_reports_changes(
         written = out.read_text(encoding="utf-8")
         parse_config(written, {})  # valid as config
 
+        inode = out.stat().st_ino
         assert await sync(client, out) == []
-        assert out.read_text(encoding="utf-8") == written  # unchanged: not rewritten
+        assert out.stat().st_ino == inode  # no changes: not rewritten
 
         big_portal.operators[BOB].name = "Robert Lee"
         del big_portal.operators[ANNA]  # anna.smirnova-2 (100) keeps its key
@@ -307,6 +309,23 @@ async def test_sync_cannot_write(small_portal: PortalSimulator, tmp_path: Path) 
     assert names_in(tmp_path) == []
 
 
+async def test_failed_replace_keeps_the_old_file(
+    small_portal: PortalSimulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / ds.GENERATED_NAME
+    out.write_text("operators: []\n", encoding="utf-8")
+
+    def refuse(src: str, dst: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    async with client_for(small_portal) as client:
+        with pytest.raises(SyncError, match=r"^cannot write .*: Permission denied$"):
+            await sync(client, out)
+    assert names_in(tmp_path) == [ds.GENERATED_NAME]
+    assert out.read_text(encoding="utf-8") == "operators: []\n"
+
+
 async def test_no_active_users_writes_nothing(tmp_path: Path) -> None:
     out = tmp_path / ds.GENERATED_NAME
     async with (
@@ -339,7 +358,7 @@ async def test_user_scope_missing(small_portal: PortalSimulator, tmp_path: Path)
 
 
 async def test_lines_scope_missing(small_portal: PortalSimulator) -> None:
-    small_portal.inject("batch", Fault("normal"))  # the user page goes through
+    small_portal.inject("batch", Fault.delay(0.0))  # the user page goes through
     small_portal.inject("batch", Fault.error("insufficient_scope"))
     async with client_for(small_portal) as client:
         with pytest.raises(SyncError) as caught:

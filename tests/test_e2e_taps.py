@@ -322,11 +322,13 @@ async def test_menus_per_scope_and_language() -> None:
         assert names("all_private_chats", "") == [
             "transfer",
             "finish",
+            "history",
             "operators",
             "queues",
             "help",
+            "reload",
         ]
-        assert names("all_group_chats", "") == ["transfer", "finish", "help"]
-        assert names("all_group_chats", "ru") == ["transfer", "finish", "help"]
+        assert names("all_group_chats", "") == ["transfer", "finish", "history", "help"]
+        assert names("all_group_chats", "ru") == ["transfer", "finish", "history", "help"]
         ru = h.telegram.get_commands({"type": "all_private_chats"}, language_code="ru")
         assert ru[0]["description"] == "Передать диалог: /transfer 2043 @anna"

@@ -1,0 +1,58 @@
+"""What changed between two configs, in words an admin reads after /reload or SIGHUP."""
+
+from __future__ import annotations
+
+from bot.config import Config, Operator, Queue
+
+# sections a running bot cannot swap: they take effect after a restart
+RESTART_NEEDED = ("bitrix24", "telegram", "storage")
+_SWAPPED = (
+    "language",
+    "admin_contact",
+    "admins",
+    "supervisors",
+    "chats",
+    "announce_to",
+    "dialog_numbers",
+    "button_expiry_min",
+    "stale_after_min",
+    "messages",
+)
+
+
+def _entries(config: Config, kind: str) -> dict[int, Operator | Queue]:
+    entries: tuple[Operator | Queue, ...] = (
+        config.operators if kind == "operators" else config.queues
+    )
+    return {entry.bitrix_id: entry for entry in entries}
+
+
+def describe_changes(old: Config, new: Config) -> list[str]:
+    """One line per change: directory entries added, removed, renamed; settings changed."""
+    lines: list[str] = []
+    for kind, word in (("operators", "operator"), ("queues", "queue")):
+        before, after = _entries(old, kind), _entries(new, kind)
+        for bitrix_id in sorted(after.keys() - before.keys()):
+            entry = after[bitrix_id]
+            lines.append(f"+ {word} {entry.key} ({bitrix_id}) {entry.name}")
+        for bitrix_id in sorted(before.keys() - after.keys()):
+            entry = before[bitrix_id]
+            lines.append(f"- {word} {entry.key} ({bitrix_id}) {entry.name}")
+        for bitrix_id in sorted(before.keys() & after.keys()):
+            was, now = before[bitrix_id], after[bitrix_id]
+            if (was.key, was.name) != (now.key, now.name):
+                lines.append(f"~ {word} {bitrix_id}: {was.key} {was.name} → {now.key} {now.name}")
+            elif was != now:
+                lines.append(f"~ {word} {now.key} ({bitrix_id}): other names changed")
+    for field in _SWAPPED:
+        if getattr(old, field) != getattr(new, field):
+            lines.append(f"~ {field} changed")
+    for field in RESTART_NEEDED:
+        if getattr(old, field) != getattr(new, field):
+            lines.append(f"! {field} changed: takes effect after a restart")
+    return lines
+
+
+def swappable(old: Config, new: Config) -> Config:
+    """``new``, except for the sections only a restart can change (kept as in ``old``)."""
+    return new.model_copy(update={field: getattr(old, field) for field in RESTART_NEEDED})

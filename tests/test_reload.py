@@ -1,0 +1,96 @@
+"""/reload and SIGHUP: the new config swaps in, a bad one is refused, the old stays."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from bot.config import parse_config
+from bot.reload import describe_changes
+from bot.sandbox.portal import SimOperator
+from tests.conftest import make_portal
+from tests.harness import CONFIG_YAML, OLGA, PETR, running_bot
+
+WITH_ADMIN = CONFIG_YAML.replace(
+    "supervisors:\n", "admins:\n  - {id: 111111111, name: Olga}\nsupervisors:\n", 1
+)
+CAROL = "  - {key: carol, bitrix_id: 30, name: Carol King}\n"
+
+
+def edited(text: str) -> str:
+    return text.replace("queues:\n", CAROL + "queues:\n", 1).replace(
+        "{key: bob, bitrix_id: 16, name: Bob Lee}", "{key: bob, bitrix_id: 16, name: Robert Lee}"
+    )
+
+
+async def test_reload_swaps_in_the_new_directory(tmp_path: Path) -> None:
+    portal = make_portal()
+    portal.operators[30] = SimOperator(30, "Carol King")
+    config = tmp_path / "config.yaml"
+    async with running_bot(portal, yaml_text=WITH_ADMIN, config_file=config) as h:
+        unknown = await h.say("/transfer 2043 @carol")
+        assert unknown.plain_text.startswith("I don't know «@carol»")
+        config.write_text(edited(WITH_ADMIN), encoding="utf-8")
+        reply = await h.say("/reload")
+        assert reply.plain_text.splitlines() == [
+            "Config reloaded.",
+            "+ operator carol (30) Carol King",
+            "~ operator 16: bob Bob Lee → bob Robert Lee",
+        ]
+        moved = await h.say("/transfer 2043 @carol")
+        assert moved.plain_text == (
+            "✅ Dialog 2043 «Ivan Petrov — WhatsApp»: Robert Lee → Carol King"
+        )
+
+
+async def test_a_bad_file_is_refused_and_the_old_config_stays(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    async with running_bot(yaml_text=WITH_ADMIN, config_file=config) as h:
+        config.write_text(WITH_ADMIN + "languag: en\n", encoding="utf-8")
+        reply = await h.say("/reload")
+        lines = reply.plain_text.splitlines()
+        assert lines[0] == "Config not reloaded; the old one stays in force:"
+        assert lines[1].startswith("• languag (line ")
+        assert "did you mean 'language'?" in lines[1]
+        still = await h.say("/transfer 2043 @anna")
+        assert still.plain_text.startswith("✅ Dialog 2043")
+
+
+async def test_only_admins_may_reload(tmp_path: Path) -> None:
+    async with running_bot(yaml_text=WITH_ADMIN, config_file=tmp_path / "c.yaml") as h:
+        reply = await h.say("/reload", user=PETR, first_name="Petr")
+        assert reply.plain_text == "Only the bot's admins can reload its config."
+
+
+async def test_sighup_reloads(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    async with running_bot(yaml_text=WITH_ADMIN, config_file=config) as h:
+        config.write_text(edited(WITH_ADMIN), encoding="utf-8")
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(100):
+            if (
+                h.app.services.directory.name_of(h.app.services.directory.resolve("@bob").kind, 16)
+                == "Robert Lee"
+            ):
+                break
+            await asyncio.sleep(0.05)
+        reply = await h.say("/operators")
+        assert "Robert Lee" in reply.plain_text and "Carol King" in reply.plain_text
+        assert OLGA
+
+
+def test_describe_changes_names_what_needs_a_restart() -> None:
+    old = parse_config(CONFIG_YAML, {})
+    new = parse_config(
+        CONFIG_YAML.replace("timeout_s: ${TIMEOUT_S:-3}", "timeout_s: 9").replace(
+            "language: auto", "language: ru"
+        ),
+        {},
+    )
+    assert describe_changes(old, new) == [
+        "~ language changed",
+        "! bitrix24 changed: takes effect after a restart",
+    ]
+    assert describe_changes(old, old) == []
