@@ -28,14 +28,16 @@ def _parser() -> argparse.ArgumentParser:
         "--webhook-url", help="webhook mode: the https:// URL Telegram posts updates to"
     )
     parser.add_argument("--listen", help="webhook mode: HOST:PORT to listen on (0.0.0.0:8080)")
-    sub = parser.add_subparsers(dest="command", metavar="{run,demo,check,audit}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,check,audit,directory}")
     sub.add_parser("run", help="run the bot with long polling (the default)")
     sub.add_parser("demo", help="try the bot in a console sandbox: no Telegram, no portal")
     sub.add_parser("check", help="validate the config and print the directory")
     audit = sub.add_parser("audit", help="export the audit trail")
     audit.add_argument("--since", default="1970-01-01", help="a date or time (ISO 8601, UTC)")
     audit.add_argument("--csv", action="store_true", help="CSV with a header line (the default)")
-    for name in ("run", "demo", "check", "audit"):
+    directory = sub.add_parser("directory", help="the directory: `directory sync` from the portal")
+    directory.add_argument("action", choices=["sync"])
+    for name in ("run", "demo", "check", "audit", "directory"):
         sub.choices[name].add_argument("--config", default=argparse.SUPPRESS, help="config file")
     return parser
 
@@ -100,6 +102,36 @@ def audit(path_arg: str | None, since: str) -> int:
     return EXIT_OK
 
 
+def directory_sync(path_arg: str | None) -> int:
+    """Write ``directory.generated.yaml`` from the portal's employees and open lines."""
+    from bot.bitrix24.client import BitrixClient
+    from bot.directory_sync import SyncError, generated_path, sync
+
+    config = _load(path_arg)
+    if config is None:
+        return EXIT_PROBLEMS
+    if config.bitrix24.webhook_url is None:
+        print(config.missing_secrets()[-1], file=sys.stderr)
+        return EXIT_USAGE
+    out = generated_path(config_path(path_arg))
+
+    async def work() -> list[str]:
+        async with BitrixClient(config.bitrix24) as client:
+            return await sync(client, out)
+
+    try:
+        changes = asyncio.run(work())
+    except SyncError as err:
+        print(err, file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(f"{out}: " + ("no changes" if not changes else f"{len(changes)} changes"))
+    for line in changes:
+        print(f"  {line}")
+    if changes:
+        print(f"add `include: {out.name}` to config.yaml if it is not there yet")
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the bot until SIGINT/SIGTERM: long polling, or webhook mode when a URL is given."""
     config = _load(args.config)
@@ -157,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return check(args.config)
+    if args.command == "directory":
+        return directory_sync(args.config)
     if args.command == "audit":
         return audit(args.config, args.since)
     if args.command == "demo":

@@ -467,8 +467,59 @@ def _cross_checks(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
     return problems
 
 
-def parse_config(text: str, env: Mapping[str, str], source: str = "config") -> Config:
-    """Validate config text; raises :class:`ConfigError` listing every problem."""
+def _merge_includes(data: dict[str, Any], base_dir: Path | None, line: int | None) -> list[Problem]:
+    """Add the operators and queues of ``include:`` files (a generated directory, say).
+
+    The config's own entries win: an included entry whose Bitrix24 ID the config lists is
+    left out, and one whose key the config already uses is keyed by its ID instead
+    (``user15``, ``line3``), so hand-written names and aliases always mean what they say.
+    """
+    spec = data.pop("include")
+    names = spec if isinstance(spec, list) else [spec]
+    if base_dir is None or not all(isinstance(n, str) and n for n in names):
+        return [Problem(("include",), "must name files next to config.yaml", line)]
+    problems: list[Problem] = []
+    taken: set[str] = set()
+    for kind in ("operators", "queues"):
+        for _, entry in _raw_entries(data, kind):
+            aliases = entry.get("aliases")
+            spelled = [entry.get("key"), entry.get("telegram")]
+            spelled += aliases if isinstance(aliases, list) else []
+            taken.update(name.lower() for name in spelled if isinstance(name, str))
+    for name in names:
+        path = base_dir / name
+        try:
+            included = parse_yaml(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(("include",), f"{name}: cannot be read ({exc})", line))
+            continue
+        if included.problems or not isinstance(included.data, dict):
+            reasons = "; ".join(str(p) for p in included.problems) or "not a mapping"
+            problems.append(Problem(("include",), f"{name}: {reasons}", line))
+            continue
+        for kind, prefix in (("operators", "user"), ("queues", "line")):
+            own = data.setdefault(kind, [])
+            if not isinstance(own, list):
+                continue
+            ids = {e.get("bitrix_id") for e in own if isinstance(e, dict)}
+            for entry in included.data.get(kind) or []:
+                if not isinstance(entry, dict) or entry.get("bitrix_id") in ids:
+                    continue
+                entry = dict(entry)
+                if str(entry.get("key", "")).lower() in taken:
+                    entry["key"] = f"{prefix}{entry.get('bitrix_id')}"
+                taken.add(str(entry.get("key", "")).lower())
+                own.append(entry)
+    return problems
+
+
+def parse_config(
+    text: str, env: Mapping[str, str], source: str = "config", base_dir: Path | None = None
+) -> Config:
+    """Validate config text; raises :class:`ConfigError` listing every problem.
+
+    ``base_dir`` is where ``include:`` files are looked for (the config file's folder).
+    """
     doc = parse_yaml(text)
     if doc.problems and doc.data is None:
         raise ConfigError(source, doc.problems)
@@ -494,6 +545,8 @@ def parse_config(text: str, env: Mapping[str, str], source: str = "config") -> C
     from_env = _apply_env(data, env)
 
     problems = list(doc.problems)
+    if "include" in data:
+        problems += _merge_includes(data, base_dir, doc.lines.get(("include",)))
     config: Config | None = None
     try:
         config = Config.model_validate(data)
@@ -520,7 +573,8 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(str(path), [Problem((), f"cannot be read: {reason}")]) from None
-    config = parse_config(text, os.environ if env is None else env, source=str(path))
+    environ = os.environ if env is None else env
+    config = parse_config(text, environ, source=str(path), base_dir=path.resolve().parent)
     stored = config.storage.path
     if stored != ":memory:" and not Path(stored).is_absolute():
         # next to the config, wherever the bot is started from

@@ -203,3 +203,30 @@ async def test_sigkill_mid_transfer_then_redelivery_transfers_exactly_once(tmp_p
         assert len(portal.calls_to("imopenlines.operator.transfer")) == 1, "exactly one transfer"
         assert portal.dialogs[2043].owner == ANNA
         assert "Traceback" not in stderr.decode()
+
+
+async def test_directory_sync_writes_a_file_the_config_can_include(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("include: directory.generated.yaml\n", encoding="utf-8")
+    (tmp_path / "directory.generated.yaml").write_text("operators: []\n", encoding="utf-8")
+    async with make_portal() as portal:
+        env = {**CLEAN_ENV, "BITRIX24_WEBHOOK_URL": portal.url}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "directory",
+            "sync",
+            "--config",
+            str(config),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert "+ operator anna.smirnova (15) Anna Smirnova" in out.decode()
+    checked = run_cli("check", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert "@anna.smirnova" in checked.stdout and "Pavel Orlov" not in checked.stdout

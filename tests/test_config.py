@@ -775,3 +775,40 @@ def test_a_too_long_name_says_how_long_it_may_be() -> None:
     assert [str(p) for p in error.problems] == [
         "operators[0].name (line 2): is too long (at most 200 characters)"
     ]
+
+
+def test_include_adds_a_generated_directory_and_the_config_wins(tmp_path: Path) -> None:
+    (tmp_path / "directory.generated.yaml").write_text(
+        "operators:\n"
+        '  - {key: "anna.smirnova", bitrix_id: 15, name: "Anna Smirnova"}\n'  # in config: left out
+        '  - {key: "carol.king", bitrix_id: 30, name: "Carol King"}\n'
+        '  - {key: "bob", bitrix_id: 31, name: "Bob Another"}\n'  # key taken by config: by ID
+        "queues:\n"
+        '  - {key: "sales", bitrix_id: 5, name: "Sales"}\n',
+        encoding="utf-8",
+    )
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        "include: directory.generated.yaml\n"
+        "operators:\n"
+        "  - {key: anna, bitrix_id: 15, name: Anna S., aliases: [anya]}\n"
+        "  - {key: bob, bitrix_id: 16, name: Bob Lee}\n",
+        encoding="utf-8",
+    )
+    config = load_config(config_file, {})
+    assert [(o.key, o.bitrix_id) for o in config.operators] == [
+        ("anna", 15),
+        ("bob", 16),
+        ("carol.king", 30),
+        ("user31", 31),
+    ]
+    assert [(q.key, q.bitrix_id) for q in config.queues] == [("sales", 5)]
+
+
+def test_a_missing_include_is_a_clear_problem(tmp_path: Path) -> None:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("include: nowhere.yaml\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file, {})
+    [problem] = caught.value.problems
+    assert str(problem).startswith("include (line 1): nowhere.yaml: cannot be read")
