@@ -71,10 +71,40 @@ def _text_or_none(value: Any) -> Any:
     return None if value is None or value == "" else value
 
 
+def _portal_url(value: Any, what: str) -> Any:
+    """An https:// base URL (plain http only for loopback hosts), without a trailing slash."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be the {what}'s address, such as https://yourcompany.bitrix24.ru")
+    parts = urlsplit(value.strip())
+    if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+        raise ValueError("must start with https:// (plain http only for 127.0.0.1/localhost)")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be the {what}'s address, such as https://yourcompany.bitrix24.ru")
+    return value.strip().rstrip("/")
+
+
+class OAuthSettings(_Frozen):
+    """A Bitrix24 OAuth application, for portals that do not allow inbound webhooks."""
+
+    portal: str  # https://yourcompany.bitrix24.ru
+    client_id: Name
+    client_secret: SecretStr
+    refresh_token: SecretStr
+    access_token: SecretStr | None = None
+    tokens_file: str = "bitrix24-tokens.json"  # the newest tokens; next to the config file
+    server: str = "https://oauth.bitrix.info"
+
+    @field_validator("portal", "server", mode="before")
+    @classmethod
+    def _check_urls(cls, value: Any) -> Any:
+        return _portal_url(value, "portal")
+
+
 class Bitrix24Settings(_Frozen):
     """How to reach the portal and how politely to call it."""
 
     webhook_url: SecretStr | None = None
+    oauth: OAuthSettings | None = None
     timeout_s: float = Field(default=10.0, gt=0, le=60)
     deadline_s: float = Field(default=15.0, gt=0, le=120)
     rate_per_s: float = Field(default=2.0, gt=0, le=10_000)
@@ -247,7 +277,7 @@ class Config(_Frozen):
         missing = []
         if self.telegram.token is None:
             missing.append(f"telegram.token is not set: export {ENV_TOKEN}=<token from @BotFather>")
-        if self.bitrix24.webhook_url is None:
+        if self.bitrix24.webhook_url is None and self.bitrix24.oauth is None:
             missing.append(
                 f"bitrix24.webhook_url is not set: export {ENV_WEBHOOK}="
                 "https://<portal>/rest/<user_id>/<code>/"
@@ -361,6 +391,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "operators": Operator,
     "queues": Queue,
     "storage": StorageSettings,
+    "oauth": OAuthSettings,
 }
 
 
@@ -575,6 +606,13 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(str(path), [Problem((), f"cannot be read: {reason}")]) from None
     environ = os.environ if env is None else env
     config = parse_config(text, environ, source=str(path), base_dir=path.resolve().parent)
+    oauth = config.bitrix24.oauth
+    if oauth is not None and not Path(oauth.tokens_file).is_absolute():
+        tokens = str(path.resolve().parent / oauth.tokens_file)
+        bitrix24 = config.bitrix24.model_copy(
+            update={"oauth": oauth.model_copy(update={"tokens_file": tokens})}
+        )
+        config = config.model_copy(update={"bitrix24": bitrix24})
     stored = config.storage.path
     if stored != ":memory:" and not Path(stored).is_absolute():
         # next to the config, wherever the bot is started from

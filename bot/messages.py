@@ -156,6 +156,28 @@ _ERRORS: dict[str, tuple[str, str]] = {
         "Bitrix24 refused the request (app manifest unavailable). Tell {admin}.",
         "Bitrix24 отклонил запрос (манифест приложения недоступен). Сообщите {admin}.",
     ),
+    "invalid_request": (
+        "The bot could not renew its Bitrix24 access (bad request). Tell {admin}.",
+        "Бот не смог обновить доступ к Bitrix24 (неверный запрос). Сообщите {admin}.",
+    ),
+    "invalid_client": (
+        "Bitrix24 does not accept the bot's app credentials. Tell {admin}.",
+        "Bitrix24 не принимает данные приложения бота. Сообщите {admin}.",
+    ),
+    "invalid_grant": (
+        "The bot's Bitrix24 authorization has lapsed: the app must be authorized again. "
+        "Tell {admin}.",
+        "Авторизация бота в Bitrix24 истекла: приложение нужно авторизовать заново. "
+        "Сообщите {admin}.",
+    ),
+    "invalid_scope": (
+        "The bot's app lacks the permissions it needs. Tell {admin}.",
+        "У приложения бота не хватает разрешений. Сообщите {admin}.",
+    ),
+    "PAYMENT_REQUIRED": (
+        "The bot's Bitrix24 app is not paid for. Tell {admin}.",
+        "Приложение бота в Bitrix24 не оплачено. Сообщите {admin}.",
+    ),
     "NETWORK_ERROR": (
         "Cannot reach Bitrix24 (connection failed). Try again in a minute.",
         "Нет связи с Bitrix24 (соединение не удалось). Попробуйте через минуту.",

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from aiolimiter import AsyncLimiter
 
+from bot.bitrix24.auth import Auth, OAuthAuth, WebhookAuth
 from bot.bitrix24.batching import BatchQueue
 from bot.bitrix24.codes import (
     BAD_RESPONSE,
@@ -116,7 +117,11 @@ class BitrixClient:
         self, settings: Bitrix24Settings, *, session: aiohttp.ClientSession | None = None
     ) -> None:
         self._settings = settings
-        self._url = settings.webhook_url.get_secret_value() if settings.webhook_url else None
+        self._auth: Auth | None = None
+        if settings.webhook_url is not None:
+            self._auth = WebhookAuth(settings.webhook_url.get_secret_value())
+        elif settings.oauth is not None:
+            self._auth = OAuthAuth(settings.oauth, self._http)
         self._session = session
         self._own_session = session is None
         self.last_call: LastCall | None = None
@@ -132,7 +137,7 @@ class BitrixClient:
             )
 
     def __repr__(self) -> str:
-        return f"BitrixClient({self._settings.masked_webhook()})"
+        return f"BitrixClient({self._auth.masked() if self._auth else 'not configured'})"
 
     async def close(self) -> None:
         """Close the HTTP session (if the client made it)."""
@@ -192,7 +197,7 @@ class BitrixClient:
                 attempt += 1
 
     async def _attempt(self, method: str, params: dict[str, Any], limit_s: float) -> Any:
-        if self._url is None:
+        if self._auth is None:
             raise BitrixError(
                 NOT_CONFIGURED, "bitrix24.webhook_url is not set", None, method, sent=False
             )
@@ -202,24 +207,30 @@ class BitrixClient:
         return await self._post(method, params, limit_s)
 
     async def _post(self, method: str, params: dict[str, Any], limit_s: float) -> Any:
-        """One HTTP request, its answer parsed; the bucket was already asked."""
+        """One HTTP request, its answer parsed; the bucket was already asked. An expired OAuth
+        token is refreshed and the request made once more."""
+        assert self._auth is not None
         try:
-            result = await self._request(method, params, limit_s)
+            url, extra = self._auth.endpoint(method)
+            try:
+                result = await self._request(url, method, {**params, **extra}, limit_s)
+            except BitrixError as err:
+                if err.code != "expired_token" or not await self._auth.renew(extra):
+                    raise
+                url, extra = self._auth.endpoint(method)
+                result = await self._request(url, method, {**params, **extra}, limit_s)
         except BitrixError as err:
             self.last_call = LastCall(time.time(), method, err.code)
             raise
         self.last_call = LastCall(time.time(), method, "ok")
         return result
 
-    async def _request(self, method: str, params: dict[str, Any], limit_s: float) -> Any:
-        assert self._url is not None
+    async def _request(self, url: str, method: str, payload: dict[str, Any], limit_s: float) -> Any:
         started = time.monotonic()
         status: int | None = None
         try:
             client_timeout = aiohttp.ClientTimeout(total=limit_s, sock_connect=min(limit_s, 5.0))
-            async with self._http().post(
-                f"{self._url}{method}.json", json=params, timeout=client_timeout
-            ) as response:
+            async with self._http().post(url, json=payload, timeout=client_timeout) as response:
                 status = response.status
                 body = await response.read()
         except aiohttp.ClientConnectorDNSError:

@@ -14,6 +14,7 @@ DIALOG_GET = "imopenlines.dialog.get"
 FINISH = "imopenlines.operator.another.finish"
 ANY_METHOD = "*"
 OURS = "client"
+OAUTH = "oauth.token"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,12 @@ KNOWN_CODES: tuple[KnownCode, ...] = (
     ),
     KnownCode("ERROR_METHOD_NOT_FOUND", 404, ANY_METHOD, "Method not found"),
     KnownCode("ERROR_MANIFEST_IS_NOT_AVAILABLE", 404, ANY_METHOD, "Manifest is not available"),
+    # Bitrix24's OAuth server, when the bot refreshes its access token
+    KnownCode("invalid_request", 400, OAUTH, "Request is missing or has malformed parameters"),
+    KnownCode("invalid_client", 401, OAUTH, "Client id or secret is wrong"),
+    KnownCode("invalid_grant", 400, OAUTH, "The refresh token is expired or revoked"),
+    KnownCode("invalid_scope", 400, OAUTH, "The requested scope is invalid"),
+    KnownCode("PAYMENT_REQUIRED", 402, OAUTH, "The application is not paid for"),
     # ours
     KnownCode(NETWORK_ERROR, None, OURS, "Connection refused, reset or dropped"),
     KnownCode(DNS_ERROR, None, OURS, "The portal's host name does not resolve"),

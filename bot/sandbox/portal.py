@@ -1,5 +1,9 @@
 """A Bitrix24 portal simulator: an aiohttp app answering like an inbound-webhook REST endpoint.
 
+Optionally it also answers OAuth application calls (``/rest/<method>.json`` with the access
+token in ``auth``), checking the token against a set of valid and a set of expired tokens; see
+``bot.sandbox.oauth.FakeOAuthServer`` for the authorization server that issues them.
+
 Used by the embedded sandbox (``python -m bot demo``) and by the end-to-end tests as the fake
 portal.  It keeps operators, open lines (queues) and open-line dialogs in memory, implements
 ``imopenlines.dialog.get``, ``imopenlines.operator.transfer``,
@@ -347,6 +351,8 @@ class PortalCall:
     in_batch: bool = False
     fault: Fault | None = None
     applied: bool = True
+    token: str | None = None
+    """The OAuth access token the call carried (None for webhook calls and batch commands)."""
 
 
 @dataclass
@@ -389,7 +395,16 @@ MethodImpl = Callable[[dict[str, Any]], Any]
 
 
 class PortalSimulator:
-    """An in-memory Bitrix24 portal served over HTTP on localhost."""
+    """An in-memory Bitrix24 portal served over HTTP on localhost.
+
+    Webhook calls go to ``url`` (``/rest/<user>/<code>/<method>.json``).  With ``oauth_tokens``
+    given (even an empty set) OAuth application calls are answered too: ``oauth_url`` +
+    ``<method>.json`` with the access token in ``auth`` (JSON body, form field or query string).
+    A token in ``expired_tokens`` gets ``401 expired_token``, one not in ``oauth_tokens``
+    ``401 NO_AUTH_FOUND``; a valid one runs the method like a webhook call would (``auth`` is
+    taken out of the params first).  Without ``oauth_tokens`` (the default) such calls get
+    ``401 NO_AUTH_FOUND`` as on a portal where the app is not installed.
+    """
 
     def __init__(
         self,
@@ -403,6 +418,7 @@ class PortalSimulator:
         burst: int = 50,
         latency_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        oauth_tokens: Iterable[str] | None = None,
     ) -> None:
         self.operators: dict[int, SimOperator] = {op.id: op for op in operators}
         self.queues: dict[int, SimQueue] = {q.id: q for q in queues}
@@ -414,6 +430,8 @@ class PortalSimulator:
         self.latency_s = latency_s
         self.calls: list[PortalCall] = []
         self.rejected_by_limit = 0
+        self.oauth_tokens: set[str] | None = None if oauth_tokens is None else set(oauth_tokens)
+        self.expired_tokens: set[str] = set()
         self._clock = clock
         self._bucket = 0.0
         self._bucket_at: float | None = None
@@ -425,6 +443,7 @@ class PortalSimulator:
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+        self._base_url: str | None = None
         self._methods: dict[str, MethodImpl] = {
             "imopenlines.dialog.get": self._dialog_get,
             "imopenlines.operator.transfer": self._transfer,
@@ -436,6 +455,9 @@ class PortalSimulator:
         route = "/rest/{user_id}/{code}/{method}"
         self.app.router.add_get(route, self._handle, allow_head=False)
         self.app.router.add_post(route, self._handle)
+        oauth_route = "/rest/{method}"
+        self.app.router.add_get(oauth_route, self._handle_oauth, allow_head=False)
+        self.app.router.add_post(oauth_route, self._handle_oauth)
         self.app.router.add_route("*", "/rest/{tail:.*}", self._no_auth)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -456,7 +478,8 @@ class PortalSimulator:
         self._runner = runner
         bound_host, bound_port = runner.addresses[0][:2]
         netloc = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self._url = f"http://{netloc}:{bound_port}/rest/{self.webhook_user_id}/{self.webhook_code}/"
+        self._base_url = f"http://{netloc}:{bound_port}"
+        self._url = f"{self._base_url}/rest/{self.webhook_user_id}/{self.webhook_code}/"
         return self._url
 
     async def close(self) -> None:
@@ -484,6 +507,43 @@ class PortalSimulator:
         if self._url is None:
             raise RuntimeError("the portal simulator is not started")
         return self._url
+
+    @property
+    def base_url(self) -> str:
+        """The portal's address ``http://127.0.0.1:PORT`` (no trailing slash; after ``start``).
+
+        What an OAuth client is configured with as the portal (it appends ``/rest/``).
+        """
+        if self._base_url is None:
+            raise RuntimeError("the portal simulator is not started")
+        return self._base_url
+
+    @property
+    def oauth_url(self) -> str:
+        """The OAuth REST base ``http://127.0.0.1:PORT/rest/`` (after ``start``).
+
+        Call ``<oauth_url><method>.json`` with ``auth`` set to an access token; this is also
+        the ``client_endpoint`` the OAuth server answers.
+        """
+        return f"{self.base_url}/rest/"
+
+    @property
+    def oauth_enabled(self) -> bool:
+        """Whether OAuth application calls are answered (``oauth_tokens`` is not None)."""
+        return self.oauth_tokens is not None
+
+    def add_token(self, token: str) -> None:
+        """Make ``token`` a valid access token (switches OAuth on if it was off)."""
+        if self.oauth_tokens is None:
+            self.oauth_tokens = set()
+        self.expired_tokens.discard(token)
+        self.oauth_tokens.add(token)
+
+    def expire(self, token: str) -> None:
+        """Expire ``token``: calls with it now get ``401 expired_token``."""
+        if self.oauth_tokens is not None:
+            self.oauth_tokens.discard(token)
+        self.expired_tokens.add(token)
 
     # --- test helpers ----------------------------------------------------------------------
 
@@ -517,10 +577,37 @@ class PortalSimulator:
         user_id = _as_int(request.match_info["user_id"])
         if user_id != self.webhook_user_id or request.match_info["code"] != self.webhook_code:
             return await self._send(request, self._error_outcome("NO_AUTH_FOUND"))
-        method = request.match_info["method"].lower().removesuffix(".json")
         params = await _read_params(request)
+        return await self._run(request, params, arrived)
+
+    async def _handle_oauth(self, request: web.Request) -> web.StreamResponse:
+        """Serve ``/rest/{method}[.json]``: an OAuth application call, ``auth`` = access token."""
+        if self.oauth_tokens is None:
+            return await self._no_auth(request)
+        arrived = self._clock()
+        if not self._admit(arrived):
+            self.rejected_by_limit += 1
+            return await self._send(request, self._error_outcome("QUERY_LIMIT_EXCEEDED"))
+        params = await _read_params(request)
+        token = params.pop("auth", None)
+        if isinstance(token, str) and token in self.expired_tokens:
+            return await self._send(request, self._error_outcome("expired_token"))
+        if not isinstance(token, str) or token not in self.oauth_tokens:
+            return await self._send(request, self._error_outcome("NO_AUTH_FOUND"))
+        return await self._run(request, params, arrived, token=token)
+
+    async def _run(
+        self,
+        request: web.Request,
+        params: dict[str, Any],
+        arrived: float,
+        *,
+        token: str | None = None,
+    ) -> web.StreamResponse:
+        """Run an authorized call: play a queued fault or the method, record it, answer."""
+        method = request.match_info["method"].lower().removesuffix(".json")
         fault = self._take_fault(method)
-        call = PortalCall(method, params, 0, None, arrived, fault=fault)
+        call = PortalCall(method, params, 0, None, arrived, fault=fault, token=token)
         self.calls.append(call)
         run = fault is None or fault.apply or fault.action == "normal"
         outcome = _Outcome(0)
