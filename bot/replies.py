@@ -192,19 +192,16 @@ class Replies:
                     "confirm.transfer", lang, count=count, target=self.target(target, lang)
                 )
             ]
-        for look in looks:
-            if isinstance(look, Dialog):
-                lines.append(
-                    self.messages.text(
-                        "confirm.line",
-                        lang,
-                        dialog=self.looked(look),
-                        holder=self.holder(look, lang),
-                    )
-                )
-            else:
-                lines.append(self.messages.error(look.code, look.status, lang))
+        lines += (self.look_line(look, lang) for look in looks)
         return Html("\n".join(lines))
+
+    def look_line(self, look: Dialog | BitrixError, lang: Lang) -> Html:
+        """``• 2043 «Ivan» · Bob Lee`` for a dialog as it is now, or why it cannot be seen."""
+        if isinstance(look, BitrixError):
+            return self.messages.error(look.code, look.status, lang)
+        return self.messages.text(
+            "confirm.line", lang, dialog=self.looked(look), holder=self.holder(look, lang)
+        )
 
     @staticmethod
     def button(target: Target) -> str:

@@ -12,7 +12,6 @@ from aiogram import BaseMiddleware
 from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 
 from bot.access import Verdict
-from bot.bitrix24.client import Dialog
 from bot.command import DialogKind, UsageError, parse_finish, parse_transfer
 from bot.messages import Html, Lang, pick_language
 from bot.services import Services
@@ -199,16 +198,5 @@ class ExactlyOnce(BaseMiddleware):
             return text
         replies = services.replies
         lines = [text, replies.messages.text("restarted.now", lang)]
-        for look in await services.handoff.look(refs):
-            if isinstance(look, Dialog):
-                lines.append(
-                    replies.messages.text(
-                        "confirm.line",
-                        lang,
-                        dialog=replies.looked(look),
-                        holder=replies.holder(look, lang),
-                    )
-                )
-            else:
-                lines.append(replies.messages.error(look.code, look.status, lang))
+        lines += (replies.look_line(look, lang) for look in await services.handoff.look(refs))
         return Html("\n".join(lines))
