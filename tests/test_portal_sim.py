@@ -270,6 +270,174 @@ async def test_auth_and_routing(portal: PortalSimulator, http: aiohttp.ClientSes
     assert [c.method for c in portal.calls] == ["imopenlines.nope"] + ["imopenlines.dialog.get"] * 2
 
 
+# --- OAuth application calls -----------------------------------------------------------------
+
+NO_AUTH = {"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"}
+EXPIRED = {"error": "expired_token", "error_description": "The access token provided has expired"}
+
+
+@pytest.fixture
+async def oauth_portal(clock: FakeClock) -> AsyncIterator[PortalSimulator]:
+    async with make_portal(clock, oauth_tokens={"tok-valid"}) as sim:
+        yield sim
+
+
+async def oauth_call(
+    http: aiohttp.ClientSession, portal: PortalSimulator, method: str, params: dict[str, Any]
+) -> tuple[int, Any]:
+    """POST an OAuth application call (``auth`` in the JSON body)."""
+    async with http.post(f"{portal.oauth_url}{method}.json", json=params) as resp:
+        assert resp.content_type == "application/json"
+        return resp.status, await resp.json()
+
+
+async def test_oauth_valid_token(
+    oauth_portal: PortalSimulator, http: aiohttp.ClientSession
+) -> None:
+    portal = oauth_portal
+    assert portal.oauth_enabled
+    assert portal.oauth_url == f"{portal.base_url}/rest/"
+    assert portal.oauth_url.startswith("http://127.0.0.1:") and portal.oauth_url.endswith("/rest/")
+    status, body = await oauth_call(
+        http, portal, "imopenlines.dialog.get", {"auth": "tok-valid", "CHAT_ID": 2043}
+    )
+    assert status == 200 and body["result"]["id"] == 2043
+    status, body = await oauth_call(
+        http,
+        portal,
+        "imopenlines.operator.transfer",
+        {"auth": "tok-valid", "CHAT_ID": 2043, "TRANSFER_ID": 16},
+    )
+    assert (status, body["result"]) == (200, True)
+    assert portal.dialogs[2043].owner == 16
+    # the token in the query string or in a form body works too
+    url = f"{portal.oauth_url}imopenlines.dialog.get.json"
+    async with http.post(f"{url}?auth=tok-valid", json={"CHAT_ID": 2043}) as resp:
+        assert resp.status == 200
+    async with http.post(url, data={"auth": "tok-valid", "CHAT_ID": "2043"}) as resp:
+        assert resp.status == 200 and (await resp.json())["result"]["owner"] == 16
+    async with http.get(f"{portal.oauth_url}user.get?auth=tok-valid") as resp:
+        assert resp.status == 200 and (await resp.json())["total"] == 4
+    # a batch runs its commands as usual
+    status, body = await oauth_call(
+        http, portal, "batch", {"auth": "tok-valid", "cmd": {"a": "user.get"}}
+    )
+    assert status == 200, body
+    assert len(body["result"]["result"]["a"]) == 4
+    # added tokens work, unknown ones error
+    portal.add_token("tok-new")
+    status, _ = await oauth_call(http, portal, "user.get", {"auth": "tok-new"})
+    assert status == 200
+
+
+async def test_oauth_expired_token(
+    oauth_portal: PortalSimulator, http: aiohttp.ClientSession
+) -> None:
+    portal = oauth_portal
+    portal.expire("tok-valid")
+    assert "tok-valid" in portal.expired_tokens
+    assert portal.oauth_tokens is not None and "tok-valid" not in portal.oauth_tokens
+    for _ in range(2):
+        status, body = await oauth_call(
+            http, portal, "imopenlines.operator.transfer", {"auth": "tok-valid", "CHAT_ID": 2043}
+        )
+        assert (status, body) == (401, EXPIRED)
+    assert portal.calls == []  # refused before any method
+    # a token put into expired_tokens directly is refused the same way
+    portal.expired_tokens.add("tok-other")
+    assert await oauth_call(http, portal, "user.get", {"auth": "tok-other"}) == (401, EXPIRED)
+    # add_token makes an expired token valid again
+    portal.add_token("tok-valid")
+    status, _ = await oauth_call(http, portal, "user.get", {"auth": "tok-valid"})
+    assert status == 200
+
+
+async def test_oauth_unknown_or_missing_token(
+    oauth_portal: PortalSimulator, http: aiohttp.ClientSession
+) -> None:
+    portal = oauth_portal
+    for params in (
+        {"auth": "tok-unknown", "CHAT_ID": 2043},
+        {"CHAT_ID": 2043},
+        {"auth": "", "CHAT_ID": 2043},
+        {"auth": ["tok-valid"], "CHAT_ID": 2043},
+    ):
+        status, body = await oauth_call(http, portal, "imopenlines.dialog.get", params)
+        assert (status, body) == (401, NO_AUTH), params
+    # the webhook's code is no access token
+    assert await oauth_call(http, portal, "user.get", {"auth": CODE}) == (401, NO_AUTH)
+    assert portal.calls == []
+
+
+async def test_oauth_auth_not_recorded(
+    oauth_portal: PortalSimulator, http: aiohttp.ClientSession
+) -> None:
+    portal = oauth_portal
+    await oauth_call(http, portal, "imopenlines.dialog.get", {"auth": "tok-valid", "CHAT_ID": 2043})
+    async with http.post(
+        f"{portal.oauth_url}imopenlines.dialog.get.json?auth=tok-valid", json={"CHAT_ID": 2043}
+    ) as resp:
+        assert resp.status == 200
+    assert len(portal.calls) == 2
+    for recorded in portal.calls:
+        assert recorded.method == "imopenlines.dialog.get"
+        assert recorded.params == {"CHAT_ID": 2043}
+        assert "auth" not in recorded.params
+        assert recorded.token == "tok-valid"
+
+
+async def test_oauth_faults_apply(
+    oauth_portal: PortalSimulator, http: aiohttp.ClientSession
+) -> None:
+    portal = oauth_portal
+    portal.inject("user.get", Fault.error("expired_token"))
+    assert await oauth_call(http, portal, "user.get", {"auth": "tok-valid"}) == (401, EXPIRED)
+    status, _ = await oauth_call(http, portal, "user.get", {"auth": "tok-valid"})
+    assert status == 200
+
+
+async def test_oauth_alongside_webhook(
+    oauth_portal: PortalSimulator, http: aiohttp.ClientSession
+) -> None:
+    portal = oauth_portal
+    status, body = await call(http, portal, "imopenlines.dialog.get", {"CHAT_ID": 2043})
+    assert status == 200 and body["result"]["id"] == 2043
+    status, _ = await oauth_call(
+        http, portal, "imopenlines.dialog.get", {"auth": "tok-valid", "CHAT_ID": 2043}
+    )
+    assert status == 200
+    # a webhook call's own "auth" field is left alone (it is just a parameter there)
+    status, _ = await call(http, portal, "user.get", {"auth": "whatever"})
+    assert status == 200
+    assert [c.token for c in portal.calls] == [None, "tok-valid", None]
+    assert portal.calls[2].params == {"auth": "whatever"}
+    # a wrong webhook code is still refused
+    base = portal.base_url
+    async with http.post(f"{base}/rest/1/wrongcode/user.get.json", json={}) as resp:
+        assert resp.status == 401 and await resp.json() == NO_AUTH
+
+
+async def test_oauth_off_by_default(portal: PortalSimulator, http: aiohttp.ClientSession) -> None:
+    assert not portal.oauth_enabled and portal.oauth_tokens is None
+    assert await oauth_call(http, portal, "user.get", {"auth": "tok-valid"}) == (401, NO_AUTH)
+    portal.expire("tok-valid")  # OAuth still off: no expired_token answers
+    assert await oauth_call(http, portal, "user.get", {"auth": "tok-valid"}) == (401, NO_AUTH)
+    portal.add_token("tok-on")  # switches OAuth on
+    assert portal.oauth_enabled
+    status, _ = await oauth_call(http, portal, "user.get", {"auth": "tok-on"})
+    assert status == 200
+
+
+async def test_oauth_rate_limited(clock: FakeClock, http: aiohttp.ClientSession) -> None:
+    async with make_portal(clock, burst=1, leak_per_s=0.0, oauth_tokens={"t"}) as portal:
+        for _ in range(2):
+            status, _ = await oauth_call(http, portal, "user.get", {"auth": "t"})
+            assert status == 200
+        status, body = await oauth_call(http, portal, "user.get", {"auth": "t"})
+        assert (status, body) == error_body("QUERY_LIMIT_EXCEEDED")
+        assert portal.rejected_by_limit == 1
+
+
 # --- leaky bucket -----------------------------------------------------------------------------
 
 
