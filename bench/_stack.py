@@ -26,7 +26,7 @@ from bot.config import Config, parse_config
 from bot.sandbox.portal import PortalSimulator, SimDialog, SimOperator, SimQueue
 from bot.sandbox.telegram import FakeTelegram, TelegramLimits
 
-TOKEN = "4242424242:AAE_bench-token-for-the-fake-bot-api-000"
+TOKEN = "4242:bench-token-for-the-fake-bot-api"  # not shaped like a real one
 WEBHOOK_CODE = "b3nchW3bh00kC0de"
 
 OLGA = 111111111

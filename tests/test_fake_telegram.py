@@ -69,7 +69,7 @@ async def test_get_me_with_a_plain_aiogram_session(tg: FakeTelegram) -> None:
     finally:
         await bot.session.close()
     assert (me.id, me.is_bot, me.username, me.first_name) == (
-        123456789,
+        1234,
         True,
         "handoff_test_bot",
         "Handoff bot",

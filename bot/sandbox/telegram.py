@@ -59,7 +59,7 @@ Handler = Callable[[JsonDict], Any]
 """A method implementation: takes the decoded params, returns the ``result`` (or an awaitable of
 it), raises :class:`ApiError` to answer with an error."""
 
-DEFAULT_TOKEN: Final = "123456789:TEST_TOKEN_for_the_fake_bot_api_0000"
+DEFAULT_TOKEN: Final = "1234:TEST_TOKEN_for_the_fake_bot_api"  # not shaped like a real one
 MAX_MESSAGE_LENGTH: Final = 4096
 MAX_CALLBACK_DATA_BYTES: Final = 64
 MAX_CALLBACK_ANSWER_LENGTH: Final = 200
