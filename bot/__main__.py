@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from bot.config import ENV_WEBHOOK_SECRET, Config, ConfigError, config_path, load_config
 from bot.directory import Directory
 from bot.logs import setup_logging
-from bot.storage import Storage, to_csv
+from bot.storage import open_storage, to_csv
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -92,7 +92,7 @@ def audit(path_arg: str | None, since: str) -> int:
         start = start.replace(tzinfo=UTC)
 
     async def export() -> str:
-        storage = Storage(config.storage.path, boot="audit")
+        storage = open_storage(config.storage, boot="audit")
         try:
             return to_csv(await storage.since(start))
         finally:

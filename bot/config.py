@@ -251,6 +251,15 @@ class StorageSettings(_Frozen):
     """Where the audit trail and the marks of handled updates are kept."""
 
     path: str = "handoff.sqlite3"  # relative to the config file's folder
+    url: SecretStr | None = None  # postgresql://user:password@host/db: several instances
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _check_url(cls, value: Any) -> Any:
+        value = _text_or_none(value)
+        if value is not None and not str(value).startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (or leave it out for SQLite)")
+        return value
 
 
 class Config(_Frozen):

@@ -14,7 +14,7 @@ from bot.handoff import Handoff
 from bot.messages import Messages
 from bot.pending import PendingStore
 from bot.replies import Replies
-from bot.storage import Storage
+from bot.storage import Storage, open_storage
 
 
 @dataclass(frozen=True)
@@ -67,5 +67,5 @@ class Services:
             replies=Replies(messages, directory),
             pending=pending,
             announcer=announcer,
-            storage=Storage(config.storage.path, boot=uuid.uuid4().hex),
+            storage=open_storage(config.storage, boot=uuid.uuid4().hex),
         )

@@ -15,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Protocol, TypeVar
+
+from bot.config import StorageSettings
 
 T = TypeVar("T")
 
@@ -94,11 +96,48 @@ class Mark(StrEnum):
 
     NEW = "new"  # first time: carry it out
     DONE = "done"  # carried out already: a redelivery, drop it
-    RUNNING_HERE = "running_here"  # this run is carrying it out right now: drop it
+    RUNNING = "running"  # being carried out right now (here, or by another instance): drop it
     CUT_OFF = "cut_off"  # an earlier run took it and died before it finished
 
 
-class Storage:
+class Storage(Protocol):
+    """Where the audit trail and the update marks live: SQLite for one instance, PostgreSQL
+    (``storage.url``) for several behind a load balancer."""
+
+    async def open(self) -> None:
+        """Connect; create the tables if needed; forget marks older than a week."""
+
+    async def close(self) -> None:
+        """Disconnect."""
+
+    async def take(self, key: str) -> Mark:
+        """Take the mark of an update, atomically, before anything is sent anywhere."""
+
+    async def done(self, key: str) -> None:
+        """The update was carried out to the end."""
+
+    async def record(self, entries: Sequence[AuditEntry]) -> None:
+        """Add entries to the audit trail."""
+
+    async def history(
+        self, *, dialog: str | None = None, target: str | None = None, limit: int = 10
+    ) -> list[AuditEntry]:
+        """The latest entries about a dialog or a target, newest first."""
+
+    async def since(self, start: datetime) -> list[AuditEntry]:
+        """Every entry from ``start`` on, oldest first."""
+
+
+def open_storage(settings: StorageSettings, boot: str) -> Storage:
+    """The storage the config names: PostgreSQL for a ``url``, else the SQLite file."""
+    if settings.url is not None:
+        from bot.storage_pg import PostgresStorage  # asyncpg only when it is used
+
+        return PostgresStorage(settings.url.get_secret_value(), boot)
+    return SqliteStorage(settings.path, boot)
+
+
+class SqliteStorage:
     """The audit trail and the update marks, in one SQLite file."""
 
     def __init__(self, path: str, boot: str) -> None:
@@ -150,7 +189,7 @@ class Storage:
             boot, done = db.execute("SELECT boot, done FROM marks WHERE key = ?", (key,)).fetchone()
             if done:
                 return Mark.DONE
-            return Mark.RUNNING_HERE if boot == self.boot else Mark.CUT_OFF
+            return Mark.RUNNING if boot == self.boot else Mark.CUT_OFF
 
         return await self._run(take)
 

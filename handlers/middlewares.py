@@ -126,7 +126,7 @@ class ExactlyOnce(BaseMiddleware):
         services: Services = data["services"]
         key = f"u:{event.update_id}"
         mark = await services.storage.take(key)
-        if mark in (Mark.DONE, Mark.RUNNING_HERE):
+        if mark in (Mark.DONE, Mark.RUNNING):
             log.info("update %s delivered again: dropped", event.update_id)
             return None
         try:

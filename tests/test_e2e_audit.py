@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.sandbox.portal import Fault
-from bot.storage import AuditEntry, Storage, utc_now
+from bot.storage import AuditEntry, SqliteStorage, utc_now
 from tests.conftest import ANNA, make_portal
 from tests.harness import OLGA, running_bot
 from tests.test_cli import run_cli
@@ -89,7 +89,7 @@ async def test_an_update_cut_off_by_a_restart_is_not_run_again(tmp_path: Path) -
     async with portal:
         update = command("/transfer 2043 @anna")
         # the first run takes the mark, then dies before the end (no "done")
-        first = Storage(database, boot="first-run")
+        first = SqliteStorage(database, boot="first-run")
         update_id = 4242
         await first.take(f"u:{update_id}")
         await first.close()
@@ -108,7 +108,7 @@ async def test_an_update_cut_off_by_a_restart_is_not_run_again(tmp_path: Path) -
 
 async def test_audit_export_as_csv(tmp_path: Path) -> None:
     database = tmp_path / "handoff.sqlite3"
-    storage = Storage(str(database), boot="test")
+    storage = SqliteStorage(str(database), boot="test")
     when = utc_now()
     await storage.record(
         [

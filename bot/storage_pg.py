@@ -1,0 +1,192 @@
+"""The storage in PostgreSQL (asyncpg), so that several bot instances share one set of marks.
+
+Two instances behind a load balancer may receive the same update at the same moment; the
+mark is an ``INSERT ... ON CONFLICT DO NOTHING`` on its primary key, so exactly one of them
+wins it, in the database, before either calls Bitrix24.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from bot.storage import MARKS_KEPT, AuditEntry, Mark, utc_now
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id BIGSERIAL PRIMARY KEY,
+    time TIMESTAMPTZ NOT NULL,
+    user_id BIGINT NOT NULL,
+    chat_id BIGINT NOT NULL,
+    action TEXT NOT NULL,
+    dialog TEXT NOT NULL,
+    target TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    latency_ms INTEGER NOT NULL,
+    update_id BIGINT
+);
+CREATE INDEX IF NOT EXISTS audit_dialog ON audit (dialog, id);
+CREATE INDEX IF NOT EXISTS audit_target ON audit (target, id);
+CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE TABLE IF NOT EXISTS boots (
+    boot TEXT PRIMARY KEY,
+    seen TIMESTAMPTZ NOT NULL    -- a heartbeat: a run not seen for a while has died
+);
+CREATE TABLE IF NOT EXISTS marks (
+    key TEXT PRIMARY KEY,
+    taken_at TIMESTAMPTZ NOT NULL,
+    boot TEXT NOT NULL,
+    done BOOLEAN NOT NULL DEFAULT FALSE
+);
+"""
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = "time, user_id, chat_id, action, dialog, target, outcome, latency_ms, update_id"
+
+
+HEARTBEAT_S = 5.0
+DEAD_AFTER = timedelta(seconds=20)  # a run silent this long is gone: its marks were cut off
+
+
+class PostgresStorage:
+    """The audit trail and the update marks in PostgreSQL."""
+
+    def __init__(self, url: str, boot: str) -> None:
+        self._url = url
+        self.boot = boot
+        self._pool: asyncpg.Pool | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return "PostgresStorage(***)"  # the URL holds a password
+
+    async def open(self) -> None:
+        """Connect, create the tables if needed, forget marks older than a week."""
+        self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=4)
+        async with self._pool.acquire() as db:
+            await db.execute("SELECT pg_advisory_lock(4242)")  # one schema change at a time
+            try:
+                await db.execute(_SCHEMA)
+            finally:
+                await db.execute("SELECT pg_advisory_unlock(4242)")
+            await db.execute("DELETE FROM marks WHERE taken_at < $1", utc_now() - MARKS_KEPT)
+            await db.execute("DELETE FROM boots WHERE seen < $1", utc_now() - MARKS_KEPT)
+        await self._beat()
+        self._heartbeat = asyncio.create_task(self._beating(), name="storage-heartbeat")
+
+    async def _beat(self) -> None:
+        await self._db().execute(
+            "INSERT INTO boots (boot, seen) VALUES ($1, $2)"
+            " ON CONFLICT (boot) DO UPDATE SET seen = EXCLUDED.seen",
+            self.boot,
+            utc_now(),
+        )
+
+    async def _beating(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self._beat()
+            except (asyncpg.PostgresError, OSError) as err:
+                log.warning("storage heartbeat failed: %s", type(err).__name__)
+
+    def _db(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the storage is not open")
+        return self._pool
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def take(self, key: str) -> Mark:
+        """Take the mark of an update; exactly one instance gets NEW."""
+        db = self._db()
+        won = await db.fetchval(
+            "INSERT INTO marks (key, taken_at, boot) VALUES ($1, $2, $3)"
+            " ON CONFLICT (key) DO NOTHING RETURNING key",
+            key,
+            utc_now(),
+            self.boot,
+        )
+        if won is not None:
+            return Mark.NEW
+        row = await db.fetchrow(
+            "SELECT m.done, m.boot = $2 AS mine, b.seen > $3 AS alive FROM marks m"
+            " LEFT JOIN boots b ON b.boot = m.boot WHERE m.key = $1",
+            key,
+            self.boot,
+            utc_now() - DEAD_AFTER,
+        )
+        if row is None or row["done"]:
+            return Mark.DONE
+        # on it right now, here or in another live instance; or its run died mid-way
+        return Mark.RUNNING if row["mine"] or row["alive"] else Mark.CUT_OFF
+
+    async def done(self, key: str) -> None:
+        """The update was carried out to the end."""
+        await self._db().execute("UPDATE marks SET done = TRUE WHERE key = $1", key)
+
+    async def record(self, entries: Sequence[AuditEntry]) -> None:
+        """Add entries to the audit trail."""
+        if entries:
+            await self._db().executemany(
+                f"INSERT INTO audit ({_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                [
+                    (
+                        e.time,
+                        e.user_id,
+                        e.chat_id,
+                        e.action,
+                        e.dialog,
+                        e.target,
+                        e.outcome,
+                        e.latency_ms,
+                        e.update_id,
+                    )
+                    for e in entries
+                ],
+            )
+
+    async def history(
+        self, *, dialog: str | None = None, target: str | None = None, limit: int = 10
+    ) -> list[AuditEntry]:
+        """The latest entries about a dialog or a target, newest first."""
+        column, value = ("dialog", dialog) if dialog is not None else ("target", target)
+        rows = await self._db().fetch(
+            f"SELECT {_COLUMNS} FROM audit WHERE {column} = $1 ORDER BY id DESC LIMIT $2",
+            value,
+            limit,
+        )
+        return [_entry(row) for row in rows]
+
+    async def since(self, start: datetime) -> list[AuditEntry]:
+        """Every entry from ``start`` on, oldest first."""
+        rows = await self._db().fetch(
+            f"SELECT {_COLUMNS} FROM audit WHERE time >= $1 ORDER BY id", start
+        )
+        return [_entry(row) for row in rows]
+
+
+def _entry(row: asyncpg.Record) -> AuditEntry:
+    return AuditEntry(
+        row["time"],
+        row["user_id"],
+        row["chat_id"],
+        row["action"],
+        row["dialog"],
+        row["target"],
+        row["outcome"],
+        row["latency_ms"],
+        row["update_id"],
+    )
