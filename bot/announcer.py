@@ -62,7 +62,7 @@ class Announcer:
         chat_id: int,
         poster: Poster,
         *,
-        remember: Callable[[int, tuple[DialogRef, ...]], None] = lambda _id, _refs: None,
+        remember: Callable[[int, tuple[DialogRef, ...]], Awaitable[None]] | None = None,
         per_minute: int = 18,
         burst: int = 3,
         grow_for_s: float = 60.0,
@@ -158,13 +158,13 @@ class Announcer:
                 await self._poster.edit(self.chat_id, current.message_id, "\n".join(grown))
                 current.lines = grown
                 current.refs += refs
-                self._after_post(current)
+                await self._after_post(current)
                 return lines[fitting:]
         fitting = max(1, self._fitting([], lines))
         text = "\n".join(lines[:fitting])[: self._limit]
         message_id = await self._poster.send(self.chat_id, text)
         self._open = _Open(message_id, lines[:fitting], list(refs), now)
-        self._after_post(self._open)
+        await self._after_post(self._open)
         return lines[fitting:]
 
     def _fitting(self, existing: list[str], new: list[str]) -> int:
@@ -178,7 +178,8 @@ class Announcer:
             count += 1
         return count
 
-    def _after_post(self, message: _Open) -> None:
+    async def _after_post(self, message: _Open) -> None:
         self.posts += 1
         self._posted.append(self._clock())
-        self._remember(message.message_id, tuple(message.refs))
+        if self._remember is not None:
+            await self._remember(message.message_id, tuple(message.refs))

@@ -3,21 +3,24 @@
 Buttons carry only small IDs (Telegram allows 64 bytes of callback data); the rest — which
 dialogs, which target, who asked, when — is kept here, keyed by the message the buttons are
 on. A tap claims its message before anything is sent to Bitrix24, so a double tap or two
-supervisors tapping at once never act twice. Kept in memory, bounded: after a restart old
-buttons answer "expired".
+supervisors tapping at once never act twice — in storage, so that holds across instances
+and restarts too.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from bot.bitrix24.client import Dialog
-from bot.command import DialogRef
-from bot.directory import Target
+from bot.command import DialogKind, DialogRef
+from bot.directory import Kind, Target
+from bot.storage import Mark, Storage
 
 MessageKey = tuple[int, int]  # (chat_id, message_id)
 
@@ -55,68 +58,99 @@ class Pending:
 
 
 class PendingStore:
-    """Pending button actions and the dialogs each bot message is about, in memory."""
+    """Pending button actions and the dialogs each bot message is about, kept in storage so
+    that any instance, and the next run, knows them."""
 
     def __init__(
-        self,
-        expiry_s: float = 900.0,
-        *,
-        capacity: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
+        self, storage: Storage, expiry_s: float = 900.0, *, clock: Callable[[], float] = time.time
     ) -> None:
+        self.storage = storage
         self.expiry_s = expiry_s
-        self._capacity = capacity
-        self._clock = clock
-        self._pending: OrderedDict[MessageKey, Pending] = OrderedDict()
-        self._about: OrderedDict[MessageKey, tuple[DialogRef, ...]] = OrderedDict()
+        self._clock = clock  # wall time: instances compare it
 
-    def put(self, key: MessageKey, pending: Pending) -> Pending:
+    async def put(self, key: MessageKey, pending: Pending) -> Pending:
         """Attach ``pending`` to a message (replacing what was there); returns it."""
         pending.created_at = pending.created_at or self._clock()
-        self._pending[key] = pending
-        self._pending.move_to_end(key)
-        while len(self._pending) > self._capacity:
-            self._pending.popitem(last=False)
+        await self.storage.put_pending(_key(key), _dump(pending), pending.created_at)
         return pending
 
-    def get(self, key: MessageKey) -> Pending | None:
+    async def get(self, key: MessageKey) -> Pending | None:
         """The live pending action of a message; None when unknown or expired."""
-        pending = self._pending.get(key)
-        if pending is None:
+        found = await self.storage.get_pending(_key(key), self._clock() - self.expiry_s)
+        if found is None:
             return None
-        if self._clock() - pending.created_at > self.expiry_s:
-            del self._pending[key]
-            return None
+        pending = _load(found[0])
+        pending.claimed = found[1]
         return pending
 
-    def claim(self, key: MessageKey) -> Pending:
-        """Take a message's action for execution, once.
+    async def claim(self, key: MessageKey) -> Pending:
+        """Take a message's action for execution, once, whichever instance the tap reaches.
 
         Raises :class:`Expired` for unknown or old buttons and :class:`Taken` when another
-        tap got there first. No await happens between the check and the mark, so two taps
-        handled concurrently cannot both pass.
+        tap got there first.
         """
-        pending = self.get(key)
-        if pending is None:
+        won = await self.storage.claim_pending(_key(key), self._clock() - self.expiry_s)
+        if won is Mark.CUT_OFF:
             raise Expired(key)
-        if pending.claimed:
+        if won is Mark.DONE:
             raise Taken(key)
+        pending = _load(str(won))
         pending.claimed = True
         return pending
 
-    def drop(self, key: MessageKey) -> None:
+    async def drop(self, key: MessageKey) -> None:
         """Forget a message's buttons (done, cancelled)."""
-        self._pending.pop(key, None)
+        await self.storage.drop_pending(_key(key))
 
-    def remember(self, key: MessageKey, dialogs: tuple[DialogRef, ...]) -> None:
+    async def remember(self, key: MessageKey, dialogs: tuple[DialogRef, ...]) -> None:
         """Note which dialogs a message of the bot is about (for replies to it)."""
-        if not dialogs:
-            return
-        self._about[key] = dialogs
-        self._about.move_to_end(key)
-        while len(self._about) > self._capacity:
-            self._about.popitem(last=False)
+        if dialogs:
+            await self.storage.remember(_key(key), _refs(dialogs), self._clock())
 
-    def about(self, key: MessageKey) -> tuple[DialogRef, ...]:
+    async def about(self, key: MessageKey) -> tuple[DialogRef, ...]:
         """The dialogs a bot message is about; empty if unknown."""
-        return self._about.get(key, ())
+        found = await self.storage.about(_key(key))
+        return () if found is None else _unrefs(json.loads(found))
+
+
+def _key(key: MessageKey) -> str:
+    return f"{key[0]}:{key[1]}"
+
+
+def _refs(dialogs: tuple[DialogRef, ...]) -> str:
+    return json.dumps([[ref.kind.value, ref.number] for ref in dialogs])
+
+
+def _unrefs(data: list[list[Any]]) -> tuple[DialogRef, ...]:
+    return tuple(DialogRef(DialogKind(kind), int(number)) for kind, number in data)
+
+
+def _dump(pending: Pending) -> str:
+    target = pending.target
+    return json.dumps(
+        {
+            "action": pending.action.value,
+            "dialogs": json.loads(_refs(pending.dialogs)),
+            "user_id": pending.user_id,
+            "target": None
+            if target is None
+            else [target.kind.value, target.bitrix_id, target.name, target.key],
+            "created_at": pending.created_at,
+            "looked": [dataclasses.astuple(dialog) for dialog in pending.looked],
+            "target_word": pending.target_word,
+        }
+    )
+
+
+def _load(text: str) -> Pending:
+    data = json.loads(text)
+    target = data["target"]
+    return Pending(
+        action=Action(data["action"]),
+        dialogs=_unrefs(data["dialogs"]),
+        user_id=int(data["user_id"]),
+        target=None if target is None else Target(Kind(target[0]), target[1], target[2], target[3]),
+        created_at=float(data["created_at"]),
+        looked=tuple(Dialog(*fields) for fields in data["looked"]),
+        target_word=data["target_word"],
+    )

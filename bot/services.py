@@ -50,7 +50,8 @@ class Services:
         """Wire the services of ``config`` around the transfer workflow and a poster."""
         directory = Directory.from_config(config)
         messages = Messages(config.messages, config.admin_contact)
-        pending = PendingStore(expiry_s=config.button_expiry_min * 60)
+        storage = open_storage(config.storage, boot=uuid.uuid4().hex)
+        pending = PendingStore(storage, expiry_s=config.button_expiry_min * 60)
         announcer = None
         if config.announce_to is not None:
             team_chat = config.announce_to
@@ -67,5 +68,5 @@ class Services:
             replies=Replies(messages, directory),
             pending=pending,
             announcer=announcer,
-            storage=open_storage(config.storage, boot=uuid.uuid4().hex),
+            storage=storage,
         )

@@ -49,6 +49,17 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_dialog ON audit (dialog, id);
 CREATE INDEX IF NOT EXISTS audit_target ON audit (target, id);
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE TABLE IF NOT EXISTS pending (
+    key TEXT PRIMARY KEY,        -- <chat_id>:<message_id> of the message with the buttons
+    data TEXT NOT NULL,          -- what the buttons stand for, as JSON
+    created REAL NOT NULL,       -- Unix time
+    claimed INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS about (
+    key TEXT PRIMARY KEY,        -- <chat_id>:<message_id> of a message of the bot
+    dialogs TEXT NOT NULL,       -- the dialogs it is about, as JSON
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS marks (
     key TEXT PRIMARY KEY,        -- u:<update_id> | cb:<callback_query_id>
     taken_at TEXT NOT NULL,
@@ -127,6 +138,25 @@ class Storage(Protocol):
     async def since(self, start: datetime) -> list[AuditEntry]:
         """Every entry from ``start`` on, oldest first."""
 
+    async def put_pending(self, key: str, data: str, created: float) -> None:
+        """Store (or replace, unclaimed) what a message's buttons stand for."""
+
+    async def claim_pending(self, key: str, since: float) -> str | Mark:
+        """Claim a message's buttons once: their data; ``Mark.DONE`` when another tap has
+        them; ``Mark.CUT_OFF`` when unknown or older than ``since``."""
+
+    async def get_pending(self, key: str, since: float) -> tuple[str, bool] | None:
+        """A message's button data and whether it is claimed; None if unknown or old."""
+
+    async def drop_pending(self, key: str) -> None:
+        """Forget a message's buttons."""
+
+    async def remember(self, key: str, dialogs: str, created: float) -> None:
+        """Note which dialogs a message of the bot is about (JSON)."""
+
+    async def about(self, key: str) -> str | None:
+        """The dialogs a message of the bot is about (JSON), if known."""
+
 
 def open_storage(settings: StorageSettings, boot: str) -> Storage:
     """The storage the config names: PostgreSQL for a ``url``, else the SQLite file."""
@@ -155,8 +185,10 @@ class SqliteStorage:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
-            cutoff = (utc_now() - MARKS_KEPT).isoformat()
-            self._db.execute("DELETE FROM marks WHERE taken_at < ?", (cutoff,))
+            cutoff = utc_now() - MARKS_KEPT
+            self._db.execute("DELETE FROM marks WHERE taken_at < ?", (cutoff.isoformat(),))
+            self._db.execute("DELETE FROM pending WHERE created < ?", (cutoff.timestamp(),))
+            self._db.execute("DELETE FROM about WHERE created < ?", (cutoff.timestamp(),))
         return work(self._db)
 
     async def open(self) -> None:
@@ -196,6 +228,63 @@ class SqliteStorage:
     async def done(self, key: str) -> None:
         """The update was carried out to the end."""
         await self._run(lambda db: db.execute("UPDATE marks SET done = 1 WHERE key = ?", (key,)))
+
+    # ---- buttons and what messages are about -----------------------------------------
+
+    async def put_pending(self, key: str, data: str, created: float) -> None:
+        """Store (or replace, unclaimed) what a message's buttons stand for."""
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO pending (key, data, created, claimed) VALUES (?, ?, ?, 0)",
+                (key, data, created),
+            )
+        )
+
+    async def claim_pending(self, key: str, since: float) -> str | Mark:
+        """Claim a message's buttons once (one UPDATE: two taps cannot both win)."""
+
+        def claim(db: sqlite3.Connection) -> str | Mark:
+            won = db.execute(
+                "UPDATE pending SET claimed = 1 WHERE key = ? AND claimed = 0 AND created >= ?",
+                (key, since),
+            ).rowcount
+            row = db.execute(
+                "SELECT data, claimed, created FROM pending WHERE key = ?", (key,)
+            ).fetchone()
+            if row is None or row[2] < since:
+                return Mark.CUT_OFF
+            return str(row[0]) if won else Mark.DONE
+
+        return await self._run(claim)
+
+    async def get_pending(self, key: str, since: float) -> tuple[str, bool] | None:
+        """A message's button data and whether it is claimed; None if unknown or old."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT data, claimed FROM pending WHERE key = ? AND created >= ?", (key, since)
+            ).fetchone()
+        )
+        return None if row is None else (str(row[0]), bool(row[1]))
+
+    async def drop_pending(self, key: str) -> None:
+        """Forget a message's buttons."""
+        await self._run(lambda db: db.execute("DELETE FROM pending WHERE key = ?", (key,)))
+
+    async def remember(self, key: str, dialogs: str, created: float) -> None:
+        """Note which dialogs a message of the bot is about (JSON)."""
+        await self._run(
+            lambda db: db.execute(
+                "INSERT OR REPLACE INTO about (key, dialogs, created) VALUES (?, ?, ?)",
+                (key, dialogs, created),
+            )
+        )
+
+    async def about(self, key: str) -> str | None:
+        """The dialogs a message of the bot is about (JSON), if known."""
+        row = await self._run(
+            lambda db: db.execute("SELECT dialogs FROM about WHERE key = ?", (key,)).fetchone()
+        )
+        return None if row is None else str(row[0])
 
     # ---- audit ------------------------------------------------------------------------
 

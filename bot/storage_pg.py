@@ -32,6 +32,17 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_dialog ON audit (dialog, id);
 CREATE INDEX IF NOT EXISTS audit_target ON audit (target, id);
 CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
+CREATE TABLE IF NOT EXISTS pending (
+    key TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL,
+    claimed BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE TABLE IF NOT EXISTS about (
+    key TEXT PRIMARY KEY,
+    dialogs TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL
+);
 CREATE TABLE IF NOT EXISTS boots (
     boot TEXT PRIMARY KEY,
     seen TIMESTAMPTZ NOT NULL    -- a heartbeat: a run not seen for a while has died
@@ -76,6 +87,9 @@ class PostgresStorage:
                 await db.execute("SELECT pg_advisory_unlock(4242)")
             await db.execute("DELETE FROM marks WHERE taken_at < $1", utc_now() - MARKS_KEPT)
             await db.execute("DELETE FROM boots WHERE seen < $1", utc_now() - MARKS_KEPT)
+            old = (utc_now() - MARKS_KEPT).timestamp()
+            await db.execute("DELETE FROM pending WHERE created < $1", old)
+            await db.execute("DELETE FROM about WHERE created < $1", old)
         await self._beat()
         self._heartbeat = asyncio.create_task(self._beating(), name="storage-heartbeat")
 
@@ -136,6 +150,57 @@ class PostgresStorage:
     async def done(self, key: str) -> None:
         """The update was carried out to the end."""
         await self._db().execute("UPDATE marks SET done = TRUE WHERE key = $1", key)
+
+    async def put_pending(self, key: str, data: str, created: float) -> None:
+        """Store (or replace, unclaimed) what a message's buttons stand for."""
+        await self._db().execute(
+            "INSERT INTO pending (key, data, created, claimed) VALUES ($1, $2, $3, FALSE)"
+            " ON CONFLICT (key) DO UPDATE SET data = EXCLUDED.data, created = EXCLUDED.created,"
+            " claimed = FALSE",
+            key,
+            data,
+            created,
+        )
+
+    async def claim_pending(self, key: str, since: float) -> str | Mark:
+        """Claim a message's buttons once, whichever instance the taps reach."""
+        db = self._db()
+        won = await db.fetchval(
+            "UPDATE pending SET claimed = TRUE WHERE key = $1 AND NOT claimed AND created >= $2"
+            " RETURNING data",
+            key,
+            since,
+        )
+        if won is not None:
+            return str(won)
+        row = await db.fetchrow("SELECT created FROM pending WHERE key = $1", key)
+        return Mark.CUT_OFF if row is None or row["created"] < since else Mark.DONE
+
+    async def get_pending(self, key: str, since: float) -> tuple[str, bool] | None:
+        """A message's button data and whether it is claimed; None if unknown or old."""
+        row = await self._db().fetchrow(
+            "SELECT data, claimed FROM pending WHERE key = $1 AND created >= $2", key, since
+        )
+        return None if row is None else (str(row["data"]), bool(row["claimed"]))
+
+    async def drop_pending(self, key: str) -> None:
+        """Forget a message's buttons."""
+        await self._db().execute("DELETE FROM pending WHERE key = $1", key)
+
+    async def remember(self, key: str, dialogs: str, created: float) -> None:
+        """Note which dialogs a message of the bot is about (JSON)."""
+        await self._db().execute(
+            "INSERT INTO about (key, dialogs, created) VALUES ($1, $2, $3)"
+            " ON CONFLICT (key) DO UPDATE SET dialogs = EXCLUDED.dialogs",
+            key,
+            dialogs,
+            created,
+        )
+
+    async def about(self, key: str) -> str | None:
+        """The dialogs a message of the bot is about (JSON), if known."""
+        value = await self._db().fetchval("SELECT dialogs FROM about WHERE key = $1", key)
+        return None if value is None else str(value)
 
     async def record(self, entries: Sequence[AuditEntry]) -> None:
         """Add entries to the audit trail."""

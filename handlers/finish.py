@@ -26,7 +26,7 @@ async def finish(
     except UsageError as err:
         await respond(message, replies.usage(lang, err))
         return
-    refs = refs or replied_dialogs(message, bot, services)
+    refs = refs or await replied_dialogs(message, bot, services)
     if not refs:
         await respond(message, replies.messages.text("usage.finish", lang))
         return
@@ -39,10 +39,10 @@ async def finish(
     sent = await respond(message, replies.confirm(looks, None, lang), markup)
     user_id = message.from_user.id if message.from_user else 0
     key = key_of(sent[-1])
-    services.pending.put(
+    await services.pending.put(
         key, Pending(Action.CONFIRM_FINISH, chat_refs(seen), user_id, looked=tuple(seen))
     )
-    services.pending.remember(key, chat_refs(seen))
+    await services.pending.remember(key, chat_refs(seen))
 
 
 def build_router() -> Router:

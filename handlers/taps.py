@@ -31,7 +31,7 @@ async def _claim(
         await query.answer(text("tap.expired", lang))
         return None
     try:
-        pending = services.pending.claim(key_of(message))
+        pending = await services.pending.claim(key_of(message))
     except Expired:
         await query.answer(text("tap.expired", lang))
         return None
@@ -59,8 +59,8 @@ async def _do(
     asker = Asker.of(query, message.chat.id, update, by, lang)
     done = await carry_out(services, pending.dialogs, pending.target, asker)
     await replace(message, done.text)
-    services.pending.drop(key_of(message))
-    services.pending.remember(key_of(message), done.refs)
+    await services.pending.drop(key_of(message))
+    await services.pending.remember(key_of(message), done.refs)
     await done.note_if_unannounced(message, lang, services)
 
 
@@ -83,7 +83,7 @@ async def on_target(
         await query.answer()
         looks = await services.handoff.look(pending.dialogs)
         confirm = Pending(Action.CONFIRM_TRANSFER, pending.dialogs, pending.user_id, target=target)
-        services.pending.put(key_of(message), confirm)
+        await services.pending.put(key_of(message), confirm)
         markup = keyboards.confirm("button.transfer", services.replies, lang)
         await replace(message, services.replies.confirm(looks, target, lang), markup)
         return
@@ -97,7 +97,7 @@ async def on_page(
     """Another page of the picker (nothing is claimed: paging changes nothing)."""
     text = services.replies.messages.template
     message = query.message
-    pending = services.pending.get(key_of(message)) if isinstance(message, Message) else None
+    pending = await services.pending.get(key_of(message)) if isinstance(message, Message) else None
     if not isinstance(message, Message) or pending is None or pending.action is not Action.PICK:
         await query.answer(text("tap.expired", lang))
         return
@@ -128,7 +128,7 @@ async def on_dialog(
     replies = services.replies
     if pending.target_word is None:
         await query.answer()
-        services.pending.put(
+        await services.pending.put(
             key_of(message), Pending(Action.PICK, (chosen,), pending.user_id, looked=looked)
         )
         page = picker_page(picker_targets(services.directory, looked), 0)
@@ -138,7 +138,9 @@ async def on_dialog(
         target = services.directory.resolve(pending.target_word)
     except ResolveError as err:
         await query.answer()
-        services.pending.put(key_of(message), Pending(Action.SUGGEST, (chosen,), pending.user_id))
+        await services.pending.put(
+            key_of(message), Pending(Action.SUGGEST, (chosen,), pending.user_id)
+        )
         markup = keyboards.suggestions(err.candidates, replies, lang) if err.candidates else None
         await replace(message, replies.unresolved(err, lang), markup)
         return
@@ -168,7 +170,7 @@ async def on_cancel(query: CallbackQuery, services: Services, lang: Lang) -> Non
         return
     message, _ = claimed
     await query.answer()
-    services.pending.drop(key_of(message))
+    await services.pending.drop(key_of(message))
     await replace(message, services.replies.messages.text("cancelled", lang))
 
 

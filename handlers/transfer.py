@@ -35,7 +35,7 @@ async def transfer(
     except UsageError as err:
         await respond(message, replies.usage(lang, err))
         return
-    plan = plan_transfer(parsed, replied_dialogs(message, bot, services), services.directory)
+    plan = plan_transfer(parsed, await replied_dialogs(message, bot, services), services.directory)
     user_id = message.from_user.id if message.from_user else 0
 
     if plan.step is Step.USAGE:
@@ -49,14 +49,14 @@ async def transfer(
         assert isinstance(plan.error, ResolveError)
         markup = keyboards.suggestions(plan.error.candidates, replies, lang)
         sent = await respond(message, replies.unresolved(plan.error, lang), markup)
-        services.pending.put(key_of(sent[-1]), Pending(Action.SUGGEST, plan.dialogs, user_id))
+        await services.pending.put(key_of(sent[-1]), Pending(Action.SUGGEST, plan.dialogs, user_id))
         return
     if plan.step is Step.EXECUTE:
         asker = Asker.of(message, message.chat.id, event_update, supervisor_name, lang)
         done = await carry_out(services, plan.dialogs, plan.target, asker)
         sent = await respond(message, done.text)
         for sent_message in sent:
-            services.pending.remember(key_of(sent_message), done.refs)
+            await services.pending.remember(key_of(sent_message), done.refs)
         await done.note_if_unannounced(sent[-1], lang, services)
         return
     await _ask(message, plan, services, lang, user_id)
@@ -97,8 +97,8 @@ async def _ask(message: Message, plan: Plan, services: Services, lang: Lang, use
         looked=tuple(seen),
         target_word=plan.target_word,
     )
-    services.pending.put(key, pending)
-    services.pending.remember(key, pending.dialogs)
+    await services.pending.put(key, pending)
+    await services.pending.remember(key, pending.dialogs)
 
 
 def build_router() -> Router:

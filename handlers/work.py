@@ -56,12 +56,12 @@ def chat_refs(dialogs: Sequence[Dialog]) -> tuple[DialogRef, ...]:
     return tuple(DialogRef(DialogKind.CHAT, d.chat_id) for d in dialogs)
 
 
-def replied_dialogs(message: Message, bot: Bot, services: Services) -> tuple[DialogRef, ...]:
+async def replied_dialogs(message: Message, bot: Bot, services: Services) -> tuple[DialogRef, ...]:
     """The dialogs of the bot's message that ``message`` replies to, if any."""
     reply = message.reply_to_message
     if reply is None or reply.from_user is None or reply.from_user.id != bot.id:
         return ()
-    return services.pending.about(key_of(reply))
+    return await services.pending.about(key_of(reply))
 
 
 def failures(refs: Sequence[DialogRef], looks: Sequence[Dialog | BitrixError]) -> list[Outcome]:

@@ -47,9 +47,11 @@ async def test_a_quiet_chat_gets_each_announcement_as_a_new_message() -> None:
 async def test_a_burst_is_coalesced_into_a_growing_message() -> None:
     chat = Chat()
     remembered: dict[int, tuple[DialogRef, ...]] = {}
-    announcer = Announcer(
-        CHAT, chat, burst=1, remember=lambda mid, refs: remembered.__setitem__(mid, refs)
-    )
+
+    async def remember(message_id: int, refs: tuple[DialogRef, ...]) -> None:
+        remembered[message_id] = refs
+
+    announcer = Announcer(CHAT, chat, burst=1, remember=remember)
     assert await announcer.announce(["line 0"], ref(0))  # posted at once
     later = [announcer.announce([f"line {n}"], ref(n)) for n in range(1, 6)]
     assert all(await asyncio.gather(*later))

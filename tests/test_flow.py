@@ -10,6 +10,7 @@ from bot.config import parse_config
 from bot.directory import Directory, UnknownName
 from bot.flow import CONFIRM_FROM, Step, picker_page, picker_targets, plan_transfer
 from bot.pending import Action, Expired, Pending, PendingStore, Taken
+from bot.storage import SqliteStorage
 from tests.harness import CONFIG_YAML
 
 DIRECTORY = Directory.from_config(parse_config(CONFIG_YAML, {}))
@@ -76,35 +77,55 @@ def test_pages() -> None:
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = 1_000_000.0
 
     def __call__(self) -> float:
         return self.now
 
 
-def test_a_claim_is_taken_once() -> None:
-    store = PendingStore(clock=Clock())
-    store.put((1, 1), Pending(Action.PICK, refs(2043), user_id=7))
-    assert store.claim((1, 1)).dialogs == refs(2043)
+async def store_with(clock: Clock, expiry_s: float = 900) -> PendingStore:
+    storage = SqliteStorage(":memory:", boot="test")
+    await storage.open()
+    return PendingStore(storage, expiry_s=expiry_s, clock=clock)
+
+
+async def test_a_claim_is_taken_once() -> None:
+    store = await store_with(Clock())
+    await store.put((1, 1), Pending(Action.PICK, refs(2043), user_id=7))
+    assert (await store.claim((1, 1))).dialogs == refs(2043)
     with pytest.raises(Taken):
-        store.claim((1, 1))
+        await store.claim((1, 1))
+    await store.storage.close()
 
 
-def test_buttons_expire() -> None:
+async def test_buttons_expire() -> None:
     clock = Clock()
-    store = PendingStore(expiry_s=60, clock=clock)
-    store.put((1, 1), Pending(Action.PICK, refs(2043), user_id=7))
+    store = await store_with(clock, expiry_s=60)
+    await store.put((1, 1), Pending(Action.PICK, refs(2043), user_id=7))
     clock.now += 61
     with pytest.raises(Expired):
-        store.claim((1, 1))
+        await store.claim((1, 1))
     with pytest.raises(Expired):
-        store.claim((1, 2))
+        await store.claim((1, 2))
+    await store.storage.close()
 
 
-def test_the_store_is_bounded() -> None:
-    store = PendingStore(capacity=3, clock=Clock())
-    for n in range(5):
-        store.put((1, n), Pending(Action.PICK, refs(n + 1), user_id=7))
-        store.remember((1, n), refs(n + 1))
-    assert store.get((1, 0)) is None and store.about((1, 0)) == ()
-    assert store.get((1, 4)) is not None and store.about((1, 4)) == refs(5)
+async def test_everything_a_pending_action_holds_survives_storage() -> None:
+    store = await store_with(Clock())
+    looked = (Dialog(2043, "Ivan «VIP»", 16, 3, "whatsapp"),)
+    anna = DIRECTORY.resolve("@anna")
+    stored = Pending(
+        Action.CONFIRM_TRANSFER,
+        refs(2043, 2044),
+        7,
+        target=anna,
+        looked=looked,
+        target_word="@anna",
+    )
+    await store.put((1, 5), stored)
+    again = await store.get((1, 5))
+    assert again == stored
+    await store.remember((1, 5), refs(2043))
+    assert await store.about((1, 5)) == refs(2043)
+    assert await store.about((1, 6)) == ()
+    await store.storage.close()

@@ -155,3 +155,27 @@ async def test_two_instances_receiving_one_update_transfer_once(postgres: str) -
         assert len(portal.calls_to("imopenlines.operator.transfer")) == 1
         assert len(telegram.messages_to(OLGA)) == 1
         assert portal.dialogs[2043].owner == ANNA
+
+
+async def test_button_state_is_shared_and_a_tap_wins_once(postgres: str) -> None:
+    from bot.command import DialogKind, DialogRef
+    from bot.pending import Action, Pending, PendingStore, Taken
+
+    one, two = PostgresStorage(postgres, "tap-one"), PostgresStorage(postgres, "tap-two")
+    await one.open()
+    await two.open()
+    try:
+        here, there = PendingStore(one), PendingStore(two)
+        refs = (DialogRef(DialogKind.CHAT, 2043),)
+        await here.put((5, 9), Pending(Action.PICK, refs, user_id=OLGA))
+        assert (await there.get((5, 9))) is not None, "another instance sees the buttons"
+        results = await asyncio.gather(
+            here.claim((5, 9)), there.claim((5, 9)), return_exceptions=True
+        )
+        assert sum(isinstance(r, Pending) for r in results) == 1
+        assert sum(isinstance(r, Taken) for r in results) == 1
+        await here.remember((5, 10), refs)
+        assert await there.about((5, 10)) == refs
+    finally:
+        await one.close()
+        await two.close()
