@@ -15,7 +15,7 @@ from bot.access import Verdict
 from bot.command import DialogKind, UsageError, parse_finish, parse_transfer
 from bot.messages import Html, Lang, pick_language
 from bot.services import Services
-from bot.storage import Mark
+from bot.storage import AuditEntry, Mark, utc_now
 from handlers.respond import respond
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,31 @@ def _acts(update: Update) -> bool:
     return False
 
 
+def _duplicate(update: Update, services: Services) -> AuditEntry:
+    """The audit entry of a redelivery that was not carried out again."""
+    event = update.message or update.callback_query
+    user_id = event.from_user.id if event and event.from_user else 0
+    message = update.message
+    chat_id = message.chat.id if message else 0
+    action, dialog, target = "tap", "-", "-"
+    if message is not None and message.text:
+        word, _, args = message.text.partition(" ")
+        action = word.lstrip("/").split("@", 1)[0].lower()
+        bare = DialogKind(services.config.dialog_numbers)
+        try:
+            if action == "finish":
+                refs = parse_finish(args, bare)
+            else:
+                parsed = parse_transfer(args, bare)
+                refs, target = parsed.dialogs, parsed.target or "-"
+            dialog = ",".join(str(ref) for ref in refs) or "-"
+        except UsageError:
+            pass
+    return AuditEntry(
+        utc_now(), user_id, chat_id, action, dialog, target, "DUPLICATE", 0, update.update_id
+    )
+
+
 class ExactlyOnce(BaseMiddleware):
     """Carries each update out once, across restarts and redeliveries.
 
@@ -128,6 +153,8 @@ class ExactlyOnce(BaseMiddleware):
         mark = await services.storage.take(key)
         if mark in (Mark.DONE, Mark.RUNNING):
             log.info("update %s delivered again: dropped", event.update_id)
+            if _acts(event):
+                await services.storage.record([_duplicate(event, services)])
             return None
         try:
             if _acts(event) and mark is Mark.CUT_OFF:

@@ -82,6 +82,8 @@ async def test_the_same_update_posted_twice_makes_one_transfer() -> None:
         assert len(h.portal.calls_to(TRANSFER)) == 1
         assert len(h.telegram.messages_to(OLGA)) == 1
         assert h.portal.dialogs[2043].owner == ANNA
+        outcomes = [e.outcome for e in await h.app.services.storage.history(dialog="2043")]
+        assert sorted(outcomes) == ["DUPLICATE", "ok"], "the suppressed redelivery is recorded"
 
 
 async def test_healthz_reports_uptime_and_the_last_bitrix24_call() -> None:
