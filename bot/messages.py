@@ -12,7 +12,7 @@ import string
 from collections.abc import Iterator, Mapping
 from typing import Literal
 
-from bot.bitrix24.codes import KNOWN_CODES, known_code
+from bot.bitrix24.codes import known_code
 
 Lang = Literal["en", "ru"]
 LANGS: tuple[Lang, ...] = ("en", "ru")
@@ -524,8 +524,3 @@ class Messages:
         entry = known_code(code, status)
         key = _error_key(entry.key) if entry else "error.unknown"
         return self.text("error.suffix", lang, text=self.text(key, lang), code=code)
-
-
-def error_keys() -> list[str]:
-    """Message keys of every known code (for completeness checks)."""
-    return sorted({_error_key(k.key) for k in KNOWN_CODES})
