@@ -8,13 +8,15 @@ long polling over HTTP, real REST calls over HTTP.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -318,3 +320,21 @@ class LogTally(logging.Handler):
 def fmt(value: float, digits: int = 2) -> str:
     """A figure for printing (``n/a`` for NaN)."""
     return "n/a" if isinstance(value, float) and math.isnan(value) else f"{value:.{digits}f}"
+
+
+def cli(
+    run: Callable[[bool], Awaitable[dict[str, Any]]],
+    key: str,
+    doc: str,
+    quick_help: str,
+    argv: list[str] | None = None,
+) -> None:
+    """The command line every bench script shares: ``--quick``, and ``--json`` to print the
+    figures as JSON too."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = parser.parse_args(argv)
+    figures = asyncio.run(run(args.quick))
+    if args.json:
+        print(json.dumps({key: figures}, ensure_ascii=False))

@@ -16,9 +16,7 @@ group's messages as they read at the end.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import re
 import sys
 import time
@@ -186,13 +184,8 @@ def _print(f: dict[str, Any], tally: _stack.LogTally) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="30 handoffs instead of 200")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    args = parser.parse_args(argv)
-    figures = asyncio.run(run(quick=args.quick))
-    if args.json:
-        print(json.dumps({KEY: figures}, ensure_ascii=False))
+    """``python bench/announce.py [--quick] [--json]``."""
+    _stack.cli(run, KEY, __doc__ or KEY, "30 handoffs instead of 200", argv)
 
 
 if __name__ == "__main__":

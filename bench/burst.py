@@ -21,7 +21,6 @@ Y = 50/s) so that the run stays short; the ratios do not depend on it.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -213,4 +212,4 @@ async def run(quick: bool = False) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    asyncio.run(run(quick="--quick" in sys.argv))
+    _stack.cli(run, KEY, __doc__ or KEY, "200 commands instead of 1,000")

@@ -23,10 +23,8 @@ supervisors in turn (each chat gets one every 2 s), the same pattern for both bo
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -266,13 +264,8 @@ def _print(f: dict[str, Any], tally: _stack.LogTally) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a small run (a few seconds)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    args = parser.parse_args(argv)
-    figures = asyncio.run(run(quick=args.quick))
-    if args.json:
-        print(json.dumps({KEY: figures}, ensure_ascii=False))
+    """``python bench/overhead.py [--quick] [--json]``."""
+    _stack.cli(run, KEY, __doc__ or KEY, "a small run (a few seconds)", argv)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from bot.sandbox.loopback import serve
 from bot.sandbox.portal import PortalSimulator, parse_php_query
 
 __all__ = ["ACCESS_TOKEN_TTL_S", "FakeOAuthServer"]
@@ -101,18 +102,7 @@ class FakeOAuthServer:
         if self._runner is not None:
             return self.url
         self._closing = asyncio.Event()
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound_host, bound_port = runner.addresses[0][:2]
-        netloc = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self._url = f"http://{netloc}:{bound_port}"
+        self._runner, self._url = await serve(self.app, host, port)
         return self._url
 
     async def close(self) -> None:

@@ -31,6 +31,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from bot.sandbox.loopback import serve
+
 __all__ = [
     "BATCH_MAX_COMMANDS",
     "Fault",
@@ -467,18 +469,7 @@ class PortalSimulator:
         if self._runner is not None:
             return self.url
         self._closing = asyncio.Event()
-        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound_host, bound_port = runner.addresses[0][:2]
-        netloc = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self._base_url = f"http://{netloc}:{bound_port}"
+        self._runner, self._base_url = await serve(self.app, host, port)
         self._url = f"{self._base_url}/rest/{self.webhook_user_id}/{self.webhook_code}/"
         return self._url
 

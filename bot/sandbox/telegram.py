@@ -52,6 +52,8 @@ from aiogram.methods.base import TelegramMethod
 from aiohttp import web
 from aiohttp.web_request import FileField
 
+from bot.sandbox.loopback import serve
+
 log = logging.getLogger(__name__)
 
 JsonDict = dict[str, Any]
@@ -927,25 +929,9 @@ class FakeTelegram:
         app = web.Application()
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         app.router.add_route("*", "/{tail:.*}", self._not_found)
-        # no access log: its lines would carry the bot token, which is in every request path
-        runner = web.AppRunner(
-            app,
-            handle_signals=False,
-            handler_cancellation=True,
-            shutdown_timeout=1.0,
-            access_log=None,
-        )
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        address = runner.addresses[0]
-        self._runner = runner
+        # a long poll whose client went away must not linger
+        self._runner, self._base_url = await serve(app, host, port, cancel_on_disconnect=True)
         self._closing = False
-        self._base_url = f"http://{host}:{address[1]}"
         log.debug("fake Telegram Bot API at %s", self._base_url)
         return self._base_url
 
