@@ -32,25 +32,22 @@ class Services:
 
     def reloaded(self, config: Config, poster: Poster) -> Services:
         """The services of a new config, keeping what outlives it: the Bitrix24 client and
-        its locks, the buttons in flight, the storage, and the announcer if the team chat
-        is the same."""
-        fresh = Services.build(config, self.handoff, poster)
-        same_chat = config.announce_to == self.config.announce_to
-        self.pending.expiry_s = fresh.pending.expiry_s
-        return dataclasses.replace(
-            fresh,
-            handoff=self.handoff,
-            pending=self.pending,
-            storage=self.storage,
-            announcer=self.announcer if same_chat else fresh.announcer,
-        )
+        its locks, the storage (and with it the buttons in flight), and the announcer if the
+        team chat is the same."""
+        fresh = Services.build(config, self.handoff, poster, self.storage)
+        if config.announce_to != self.config.announce_to:
+            return fresh
+        return dataclasses.replace(fresh, announcer=self.announcer)
 
     @classmethod
-    def build(cls, config: Config, handoff: Handoff, poster: Poster) -> Services:
-        """Wire the services of ``config`` around the transfer workflow and a poster."""
+    def build(
+        cls, config: Config, handoff: Handoff, poster: Poster, storage: Storage | None = None
+    ) -> Services:
+        """Wire the services of ``config`` around the transfer workflow, a poster and the
+        storage (opened from the config when not given)."""
         directory = Directory.from_config(config)
         messages = Messages(config.messages, config.admin_contact)
-        storage = open_storage(config.storage, boot=uuid.uuid4().hex)
+        storage = storage or open_storage(config.storage, boot=uuid.uuid4().hex)
         pending = PendingStore(storage, expiry_s=config.button_expiry_min * 60)
         announcer = None
         if config.announce_to is not None:

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.sandbox.portal import Fault
 from bot.storage import AuditEntry, SqliteStorage, utc_now
 from tests.conftest import ANNA, make_portal
 from tests.harness import OLGA, running_bot
@@ -85,7 +84,6 @@ async def test_a_recent_command_sent_while_the_bot_was_down_is_carried_out() -> 
 async def test_an_update_cut_off_by_a_restart_is_not_run_again(tmp_path: Path) -> None:
     database = str(tmp_path / "handoff.sqlite3")
     portal = make_portal()
-    portal.inject(TRANSFER, Fault.delay(3, apply=True))  # it lands; the answer is late
     async with portal:
         update = command("/transfer 2043 @anna")
         # the first run takes the mark, then dies before the end (no "done")

@@ -8,7 +8,7 @@ from bot.bitrix24.client import Dialog
 from bot.command import DialogKind, DialogRef, TransferCommand
 from bot.config import parse_config
 from bot.directory import Directory, UnknownName
-from bot.flow import CONFIRM_FROM, Step, picker_page, picker_targets, plan_transfer
+from bot.flow import Step, picker_page, picker_targets, plan_transfer
 from bot.pending import Action, Expired, Pending, PendingStore, Taken
 from bot.storage import SqliteStorage
 from tests.harness import CONFIG_YAML
@@ -48,10 +48,6 @@ def test_unknown_name_without_suggestions_is_usage_with_the_error() -> None:
     plan = plan_transfer(TransferCommand(refs(1), "@zzzzzz"), (), DIRECTORY)
     assert isinstance(plan.error, UnknownName)
     assert plan.error.candidates == ()
-
-
-def test_confirmation_threshold() -> None:
-    assert CONFIRM_FROM == 3
 
 
 def test_picker_hides_the_holder_and_the_queue_a_waiting_dialog_is_in() -> None:
