@@ -52,6 +52,7 @@ __all__ = [
 
 GENERATED_NAME: Final = "directory.generated.yaml"
 USER_GET: Final = "user.get"
+EMPLOYEE: Final = "employee"  # USER_TYPE of staff, as opposed to extranet users
 LINES_GET: Final = "imopenlines.config.list.get"
 LINES_LIMIT: Final = 200  # imopenlines.config.list.get gives at most 200 lines a page
 KEY_MAX: Final = 64  # the config's Key pattern: a letter, then up to 63 of [A-Za-z0-9_.-]
@@ -355,11 +356,18 @@ async def _fetch_users(client: BitrixClient) -> list[tuple[int, str]]:
     found: dict[int, str] = {}
     start = 0
     for _ in range(_MAX_PAGES):
-        params = {"sort": "ID", "order": "ASC", "FILTER": {"ACTIVE": True}, "start": start}
+        # extranet users are left out: the portal silently drops transfers to them
+        params = {
+            "sort": "ID",
+            "order": "ASC",
+            "FILTER": {"ACTIVE": True, "USER_TYPE": EMPLOYEE},
+            "start": start,
+        }
         page, following = await call_page(client, USER_GET, params)
         for user in _list_page(page, USER_GET):
             user_id = _positive_int(user.get("ID"))
-            if user_id is not None and _is_active(user.get("ACTIVE")):
+            kind = str(user.get("USER_TYPE") or EMPLOYEE)  # a portal that ignores the filter
+            if user_id is not None and _is_active(user.get("ACTIVE")) and kind == EMPLOYEE:
                 found.setdefault(user_id, _clean_name(user.get("NAME"), user.get("LAST_NAME")))
         if following is None:
             return sorted(found.items())

@@ -1,7 +1,10 @@
-"""The transfer workflow: look at each dialog, skip what needs nothing, move the rest.
+"""The transfer workflow: look at each dialog, skip what needs nothing, move the rest, and
+judge each move by the dialog as the portal shows it afterwards.
 
-Knows Bitrix24 through :class:`BitrixClient` and nothing of Telegram, so every decision here
-is unit-tested without a bot.
+Bitrix24 answers ``result: true`` to transfers it then silently drops (an extranet user, an
+unknown line, a transfer already running, a finished dialog), so "moved" here means seen
+moved. Knows Bitrix24 through :class:`BitrixClient` and nothing of Telegram, so every
+decision here is unit-tested without a bot.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot.bitrix24.client import BitrixClient, Dialog
+from bot.bitrix24.client import BitrixClient, Dialog, Seen
 from bot.bitrix24.errors import BitrixError
 from bot.command import DialogRef
 from bot.directory import Target
@@ -26,11 +29,16 @@ _MEMORY_S = 300.0  # far longer than any command's look-then-move can take
 class Status(StrEnum):
     """How one dialog's transfer ended."""
 
-    MOVED = "moved"
-    FINISHED = "finished"
+    MOVED = "moved"  # seen with the target after the transfer
+    FINISHED = "finished"  # seen with no open session after the finish
+    NOT_MOVED = "not_moved"  # sent (or maybe sent), and the dialog is not where it should be
     ALREADY = "already"  # it was with the target before we started: nothing sent
+    CLOSED = "closed"  # it had been finished before we started: nothing sent
     DUPLICATE = "duplicate"  # another word of the same command named the same dialog
     FAILED = "failed"
+
+
+_CODES = {Status.MOVED: "ok", Status.FINISHED: "ok", Status.NOT_MOVED: "NOT_MOVED"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +48,16 @@ class Outcome:
     ref: DialogRef
     status: Status
     dialog: Dialog | None = None  # as it was before the transfer
-    error: BitrixError | None = None
+    error: BitrixError | None = None  # FAILED: why; NOT_MOVED: why the answer was unclear
+    after: Dialog | None = None  # as the portal showed it after the transfer or finish
+
+    @property
+    def code(self) -> str:
+        """How it ended, for the audit trail and the logs: ``ok``, ``NOT_MOVED``, the error
+        code of a failure, or what made it unnecessary."""
+        if self.status is Status.FAILED and self.error is not None:
+            return self.error.code
+        return _CODES.get(self.status, self.status.value)
 
     @property
     def label(self) -> str:
@@ -108,14 +125,18 @@ class Handoff:
     async def _finish_one(self, ref: DialogRef, look: Dialog | BitrixError) -> Outcome:
         if isinstance(look, BitrixError):
             return Outcome(ref, Status.FAILED, error=look)
+        if look.finished:
+            return Outcome(ref, Status.CLOSED, look)
         async with self._locks.setdefault(look.chat_id, asyncio.Lock()):
             try:
-                await self._client.finish(look.chat_id)
+                seen = await self._client.finish(look.chat_id)
             except BitrixError as err:
                 return Outcome(ref, Status.FAILED, look, err)
             finally:
                 self._moved_at[look.chat_id] = time.monotonic()
-        return Outcome(ref, Status.FINISHED, look)
+        # a portal that does not report sessions cannot show it: its word has to do
+        done = seen.after.finished or (seen.after.session_id is None and seen.unclear is None)
+        return _judged(ref, look, seen, done, Status.FINISHED)
 
     async def _move(
         self, ref: DialogRef, dialog: Dialog, target: Target, looked_at: float
@@ -128,15 +149,24 @@ class Handoff:
                     dialog = await self._client.dialog(chat_id)
                 except BitrixError as err:
                     return Outcome(ref, Status.FAILED, dialog, err)
+            if dialog.finished:
+                return Outcome(ref, Status.CLOSED, dialog)
             if dialog.held_by(target):
+                # a transfer to the holder is not a no-op: the customer would see a notice
                 return Outcome(ref, Status.ALREADY, dialog)
             try:
-                await self._client.transfer(chat_id, target, before=dialog)
+                seen = await self._client.transfer(chat_id, target)
             except BitrixError as err:
                 return Outcome(ref, Status.FAILED, dialog, err)
             finally:
                 self._moved_at[chat_id] = time.monotonic()
-            return Outcome(ref, Status.MOVED, dialog)
+            return _judged(ref, dialog, seen, seen.after.shows_move(target, dialog), Status.MOVED)
+
+
+def _judged(ref: DialogRef, before: Dialog, seen: Seen, done: bool, status: Status) -> Outcome:
+    if done:
+        return Outcome(ref, status, before, after=seen.after)
+    return Outcome(ref, Status.NOT_MOVED, before, seen.unclear, seen.after)
 
 
 async def _ready(outcome: Outcome) -> Outcome:
@@ -144,12 +174,14 @@ async def _ready(outcome: Outcome) -> Outcome:
 
 
 def _log(outcome: Outcome, target: Target | None, started: float) -> None:
-    code = outcome.error.code if outcome.error else outcome.status.value
     log.info(
-        "%s dialog=%s target=%s outcome=%s latency_ms=%.0f",
+        "%s dialog=%s target=%s outcome=%s%s latency_ms=%.0f",
         "finish" if target is None else "transfer",
         outcome.label,
         target.ref if target else "-",
-        code,
+        outcome.code,
+        f" unclear={outcome.error.code}"
+        if outcome.status is Status.NOT_MOVED and outcome.error
+        else "",
         (time.monotonic() - started) * 1000,
     )

@@ -212,6 +212,12 @@ _ERRORS: dict[str, tuple[str, str]] = {
         "The bot has no Bitrix24 webhook configured. Tell {admin}.",
         "У бота не настроен вебхук Bitrix24. Сообщите {admin}.",
     ),
+    "PORTAL_MOVED": (
+        "The Bitrix24 portal has moved to a new address: the bot's settings must be updated. "
+        "Tell {admin}.",
+        "Портал Bitrix24 переехал на новый адрес: его нужно обновить в настройках бота. "
+        "Сообщите {admin}.",
+    ),
 }
 
 _TEXTS: dict[str, tuple[str, str]] = {
@@ -283,6 +289,50 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "↪️ {token} — это снова диалог {dialog}; сделано один раз.",
     ),
     "result.failed": ("❌ Dialog {dialog}: {reason}", "❌ Диалог {dialog}: {reason}"),
+    "result.not_moved.operator": (
+        "❌ Bitrix24 accepted the transfer, but dialog {dialog} is still {where}. "
+        "{target} may be an extranet user or a bot, or another transfer of it was running.",
+        "❌ Bitrix24 принял передачу, но диалог {dialog} по-прежнему {where}. "
+        "Возможно, {target} — экстранет-пользователь или бот, или диалог в тот момент уже "
+        "передавали.",
+    ),
+    "result.not_moved.queue": (
+        "❌ Bitrix24 accepted the transfer, but dialog {dialog} is still {where}. "
+        "The portal may have no line {target} (check its ID), or another transfer of it "
+        "was running.",
+        "❌ Bitrix24 принял передачу, но диалог {dialog} по-прежнему {where}. "
+        "Возможно, на портале нет линии «{target}» (проверьте её ID), или диалог в тот момент "
+        "уже передавали.",
+    ),
+    "result.not_moved.finished": (
+        "❌ Dialog {dialog} was not moved: it has been finished.",
+        "❌ Диалог {dialog} не передан: он завершён.",
+    ),
+    "result.not_finished": (
+        "❌ Bitrix24 accepted the finish, but dialog {dialog} is still open ({where}).",
+        "❌ Bitrix24 принял завершение, но диалог {dialog} всё ещё открыт ({where}).",
+    ),
+    "result.unclear": (
+        "❌ Dialog {dialog} is still {where}: {reason}",
+        "❌ Диалог {dialog} по-прежнему {where}: {reason}",
+    ),
+    "unclear.lost": (
+        "Bitrix24's answer was lost, and it may still carry the request out late. Check "
+        "before trying again.",
+        "Ответ Bitrix24 потерялся, и запрос ещё может выполниться с опозданием. Проверьте, "
+        "прежде чем повторять.",
+    ),
+    "result.closed": (
+        "🏁 Dialog {dialog} is finished; there is nothing to transfer.",
+        "🏁 Диалог {dialog} завершён, передавать нечего.",
+    ),
+    "result.closed_already": (
+        "☑️ Dialog {dialog} is finished already; nothing to do.",
+        "☑️ Диалог {dialog} уже завершён, ничего не делаю.",
+    ),
+    "where.with": ("with {name}", "у оператора {name}"),
+    "where.queue": ("waiting in {name}", "в очереди «{name}»"),
+    "where.nobody": ("unassigned", "без оператора"),
     "result.summary": (
         "{done} of {total} transferred to {target}:",
         "Передано {target}: {done} из {total}.",
@@ -319,6 +369,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "button.cancel": ("Cancel", "Отмена"),
     "button.transfer": ("✅ Transfer", "✅ Передать"),
     "button.finish": ("🏁 Finish", "🏁 Завершить"),
+    "button.retry": ("🔁 Try again", "🔁 Ещё раз"),
     "tap.expired": (
         "These buttons have expired: send the command again.",
         "Эти кнопки устарели: отправьте команду снова.",

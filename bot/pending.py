@@ -33,6 +33,7 @@ class Action(StrEnum):
     CONFIRM_TRANSFER = "confirm_transfer"
     CONFIRM_FINISH = "confirm_finish"
     CHOOSE = "choose"  # which of several dialogs (then target, or the picker)
+    RETRY = "retry"  # once more, for the dialogs a transfer or finish did not move
 
 
 class Expired(Exception):

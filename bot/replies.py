@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.bitrix24.client import Dialog
+from bot.bitrix24.codes import BAD_RESPONSE, NETWORK_ERROR, TIMEOUT
 from bot.bitrix24.errors import BitrixError
 from bot.command import UsageError
 from bot.directory import AmbiguousName, Directory, Kind, ResolveError, Target, UnknownName
@@ -19,6 +20,8 @@ from bot.storage import AuditEntry
 MAX_NAME = 60  # a dialog's name as shown: one phone line, not a paragraph
 MAX_LISTED = 50  # /operators lines; a directory of thousands is searched, not scrolled
 TELEGRAM_LIMIT = 4096
+# answers that were lost on the way, rather than errors the portal reported
+_LOST = frozenset({TIMEOUT, NETWORK_ERROR, BAD_RESPONSE})
 
 
 def split_message(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
@@ -88,6 +91,16 @@ class Replies:
                 return escape(queue)
         return self.messages.text("holder.nobody", lang)
 
+    def whereabouts(self, dialog: Dialog, lang: Lang) -> Html:
+        """Where a dialog is: "with Bob Lee", "waiting in Support line", "unassigned"."""
+        text = self.messages.text
+        if dialog.owner_id > 0:
+            return text("where.with", lang, name=self.holder(dialog, lang))
+        if dialog.line_id is not None:
+            queue = self.directory.name_of(Kind.QUEUE, dialog.line_id)
+            return text("where.queue", lang, name=queue or f"queue:{dialog.line_id}")
+        return text("where.nobody", lang)
+
     @staticmethod
     def dialog(outcome: Outcome) -> Html:
         """``2043 «Ivan — WhatsApp»``, or the number as typed if the dialog was not found."""
@@ -122,6 +135,11 @@ class Replies:
             return text("result.failed", lang, dialog=dialog, reason=reason)
         if outcome.status is Status.DUPLICATE:
             return text("result.duplicate", lang, dialog=dialog, token=outcome.ref)
+        if outcome.status is Status.NOT_MOVED:
+            return self._not_moved(outcome, target, lang)
+        if outcome.status is Status.CLOSED:
+            key = "result.closed_already" if target is None else "result.closed"
+            return text(key, lang, dialog=dialog)
         assert outcome.dialog is not None
         previous = self.holder(outcome.dialog, lang)
         if outcome.status is Status.FINISHED or target is None:
@@ -132,6 +150,32 @@ class Replies:
         return text(
             "result.ok", lang, dialog=dialog, previous=previous, target=self.target(target, lang)
         )
+
+    def _not_moved(self, outcome: Outcome, target: Target | None, lang: Lang) -> Html:
+        """A transfer or finish the portal took (or may have taken) that did not show."""
+        text = self.messages.text
+        dialog, after = self.dialog(outcome), outcome.after
+        assert after is not None
+        where = self.whereabouts(after, lang)
+        if target is None:
+            return text("result.not_finished", lang, dialog=dialog, where=where)
+        if after.finished:
+            return text("result.not_moved.finished", lang, dialog=dialog)
+        error = outcome.error
+        if error is not None:  # the answer was lost or unclear; this is what the look saw
+            if error.code in _LOST and error.sent:
+                reason = text(
+                    "error.suffix", lang, text=text("unclear.lost", lang), code=error.code
+                )
+            else:
+                reason = self.messages.error(error.code, error.status, lang)
+            return text("result.unclear", lang, dialog=dialog, where=where, reason=reason)
+        key = (
+            "result.not_moved.operator"
+            if target.kind is Kind.OPERATOR
+            else "result.not_moved.queue"
+        )
+        return text(key, lang, dialog=dialog, where=where, target=self.target(target, lang))
 
     def transfer(self, outcomes: Sequence[Outcome], target: Target | None, lang: Lang) -> Html:
         """The reply to one ``/transfer`` (or ``/finish``, without a target): a line each."""

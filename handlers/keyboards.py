@@ -46,6 +46,10 @@ class CancelTap(CallbackData, prefix="no"):
     """Cancel: nothing happens."""
 
 
+class RetryTap(CallbackData, prefix="re"):
+    """Try again what did not move."""
+
+
 def target_tap(target: Target) -> TargetTap:
     """The callback data that chooses ``target``."""
     return TargetTap(kind="o" if target.kind is Kind.OPERATOR else "q", id=target.bitrix_id)
@@ -102,4 +106,11 @@ def dialogs(looked: Sequence[Dialog], replies: Replies, lang: Lang) -> InlineKey
         builder.button(text=replies.label(dialog), callback_data=DialogTap(chat=dialog.chat_id))
     builder.button(text=replies.messages.template("button.cancel", lang), callback_data=CancelTap())
     builder.adjust(1)
+    return builder.as_markup()
+
+
+def retry(replies: Replies, lang: Lang) -> InlineKeyboardMarkup:
+    """The one "Try again" button under a result where something did not move."""
+    builder = InlineKeyboardBuilder()
+    builder.button(text=replies.messages.template("button.retry", lang), callback_data=RetryTap())
     return builder.as_markup()

@@ -16,7 +16,15 @@ from bot.messages import Lang
 from bot.pending import Action, Expired, Pending, Taken
 from bot.services import Services
 from handlers import keyboards
-from handlers.keyboards import CancelTap, ConfirmTap, DialogTap, PageTap, TargetTap, tapped_kind
+from handlers.keyboards import (
+    CancelTap,
+    ConfirmTap,
+    DialogTap,
+    PageTap,
+    RetryTap,
+    TargetTap,
+    tapped_kind,
+)
 from handlers.respond import replace
 from handlers.work import Asker, carry_out, key_of
 
@@ -58,9 +66,10 @@ async def _do(
     await query.answer(services.replies.messages.template("tap.working", lang))
     asker = Asker.of(query, message.chat.id, update, by, lang)
     done = await carry_out(services, pending.dialogs, pending.target, asker)
-    await replace(message, done.text)
+    await replace(message, done.text, done.markup(services.replies, lang))
     await services.pending.drop(key_of(message))
     await services.pending.remember(key_of(message), done.refs)
+    await done.offer_retry(message, services)
     await done.note_if_unannounced(message, lang, services)
 
 
@@ -163,6 +172,22 @@ async def on_confirm(
     await _do(query, message, pending, services, event_update, lang=lang, by=supervisor_name)
 
 
+async def on_retry(
+    query: CallbackQuery,
+    event_update: Update,
+    services: Services,
+    lang: Lang,
+    supervisor_name: str,
+) -> None:
+    """ "Try again" under a result: the dialogs that did not move, looked at afresh and sent
+    once more (at most one call each, as for a typed command)."""
+    claimed = await _claim(query, services, lang, Action.RETRY)
+    if claimed is None:
+        return
+    message, pending = claimed
+    await _do(query, message, pending, services, event_update, lang=lang, by=supervisor_name)
+
+
 async def on_cancel(query: CallbackQuery, services: Services, lang: Lang) -> None:
     """Cancel: the buttons go, nothing else happens."""
     claimed = await _claim(query, services, lang, *Action)
@@ -182,4 +207,5 @@ def build_router() -> Router:
     router.callback_query.register(on_dialog, DialogTap.filter())
     router.callback_query.register(on_confirm, ConfirmTap.filter())
     router.callback_query.register(on_cancel, CancelTap.filter())
+    router.callback_query.register(on_retry, RetryTap.filter())
     return router

@@ -54,9 +54,10 @@ async def transfer(
     if plan.step is Step.EXECUTE:
         asker = Asker.of(message, message.chat.id, event_update, supervisor_name, lang)
         done = await carry_out(services, plan.dialogs, plan.target, asker)
-        sent = await respond(message, done.text)
+        sent = await respond(message, done.text, done.markup(replies, lang))
         for sent_message in sent:
             await services.pending.remember(key_of(sent_message), done.refs)
+        await done.offer_retry(sent[-1], services)
         await done.note_if_unannounced(sent[-1], lang, services)
         return
     await _ask(message, plan, services, lang, user_id)

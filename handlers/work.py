@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import CallbackQuery, Message, Update
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, Update
 
 from bot.bitrix24.client import Dialog
 from bot.bitrix24.errors import BitrixError
@@ -17,10 +17,11 @@ from bot.command import DialogKind, DialogRef
 from bot.directory import Target
 from bot.handoff import Outcome, Status
 from bot.messages import Html, Lang
-from bot.pending import MessageKey
-from bot.replies import split_message
+from bot.pending import Action, MessageKey, Pending
+from bot.replies import Replies, split_message
 from bot.services import Services
 from bot.storage import AuditEntry, utc_now
+from handlers import keyboards
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,16 @@ class Done:
     text: Html
     refs: tuple[DialogRef, ...]
     announced: Awaitable[bool] | None = None
+    retry: Pending | None = None  # what a "Try again" tap would do, if anything did not move
+
+    def markup(self, replies: Replies, lang: Lang) -> InlineKeyboardMarkup | None:
+        """The "Try again" button when something did not move; else no buttons."""
+        return keyboards.retry(replies, lang) if self.retry is not None else None
+
+    async def offer_retry(self, shown: Message, services: Services) -> None:
+        """Keep what "Try again" under ``shown`` would do (nothing, if nothing is to retry)."""
+        if self.retry is not None:
+            await services.pending.put(key_of(shown), self.retry)
 
     async def note_if_unannounced(self, shown: Message, lang: Lang, services: Services) -> None:
         """Once the announcement is out, or failed: say so under the result (``shown``, the
@@ -92,14 +103,6 @@ class Asker:
         return cls(user_id, chat_id, name, lang, update.update_id)
 
 
-_AUDITED = {
-    Status.MOVED: "ok",
-    Status.FINISHED: "ok",
-    Status.ALREADY: "already",
-    Status.DUPLICATE: "duplicate",
-}
-
-
 async def carry_out(
     services: Services, refs: Sequence[DialogRef], target: Target | None, asker: Asker
 ) -> Done:
@@ -119,7 +122,7 @@ async def carry_out(
                 "transfer" if target else "finish",
                 o.label,
                 target.ref if target else "-",
-                o.error.code if o.error else _AUDITED[o.status],
+                o.code,
                 latency_ms,
                 asker.update_id,
             )
@@ -133,7 +136,7 @@ async def carry_out(
         "transfer" if target else "finish",
         ",".join(o.label for o in outcomes),
         target.ref if target else "-",
-        ",".join(o.error.code if o.error else _AUDITED[o.status] for o in outcomes),
+        ",".join(o.code for o in outcomes),
         latency_ms,
     )
     text = replies.transfer(outcomes, target, asker.lang)
@@ -144,4 +147,10 @@ async def carry_out(
     announced = None
     if lines and services.announcer is not None and config.announce_to != asker.chat_id:
         announced = services.announcer.announce(lines, done_refs)
-    return Done(text, done_refs, announced)
+    not_moved = tuple(
+        DialogRef(DialogKind.CHAT, o.dialog.chat_id)
+        for o in outcomes
+        if o.status is Status.NOT_MOVED and o.dialog is not None
+    )
+    retry = Pending(Action.RETRY, not_moved, asker.user_id, target=target) if not_moved else None
+    return Done(text, done_refs, announced, retry)

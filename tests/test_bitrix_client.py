@@ -8,7 +8,7 @@ import socket
 
 import pytest
 
-from bot.bitrix24.client import BitrixClient
+from bot.bitrix24.client import BitrixClient, Seen
 from bot.bitrix24.codes import KNOWN_CODES, OURS, KnownCode
 from bot.bitrix24.errors import BitrixError
 from bot.command import DialogKind, DialogRef
@@ -17,6 +17,7 @@ from bot.sandbox.portal import Fault, PortalSimulator
 from tests.conftest import (
     ANNA,
     BOB,
+    IRINA,
     PAVEL,
     SALES,
     SUPPORT,
@@ -37,6 +38,14 @@ def client_for(portal: PortalSimulator, **overrides: object) -> BitrixClient:
     return BitrixClient(bitrix_settings(portal.url, **overrides))
 
 
+def sent(portal: PortalSimulator, method: str) -> list[dict[str, object]]:
+    """The parameters of each call of ``method`` (numbers in a batch arrive as text)."""
+    return [
+        {k: int(v) if isinstance(v, str) and v.isdigit() else v for k, v in c.params.items()}
+        for c in portal.calls_to(method)
+    ]
+
+
 def applied(portal: PortalSimulator, method: str) -> int:
     return sum(1 for call in portal.calls_to(method) if call.applied and call.status == 200)
 
@@ -55,24 +64,27 @@ async def test_dialog_by_chat_id_and_by_session(portal: PortalSimulator) -> None
     ]
 
 
-async def test_transfer_to_operator_sends_chat_id_and_user_id_only(portal: PortalSimulator) -> None:
+async def test_transfer_and_its_look_go_in_one_request(portal: PortalSimulator) -> None:
     async with client_for(portal) as client:
-        await client.transfer(2043, TO_ANNA)
-    assert [c.params for c in portal.calls_to(TRANSFER)] == [{"CHAT_ID": 2043, "USER_ID": ANNA}]
+        seen = await client.transfer(2043, TO_ANNA)
+    assert sent(portal, TRANSFER) == [{"CHAT_ID": 2043, "USER_ID": ANNA}]
+    assert [c.method for c in portal.calls if not c.in_batch] == ["batch"], "one request"
+    assert [c.method for c in portal.calls if c.in_batch] == [TRANSFER, DIALOG_GET]
+    assert (seen.after.owner_id, seen.unclear) == (ANNA, None)
     assert portal.dialogs[2043].owner == ANNA
 
 
 async def test_transfer_to_queue_sends_queue_id_only(portal: PortalSimulator) -> None:
     async with client_for(portal) as client:
-        await client.transfer(2043, TO_SALES)
-    assert [c.params for c in portal.calls_to(TRANSFER)] == [{"CHAT_ID": 2043, "QUEUE_ID": SALES}]
-    assert portal.dialogs[2043].line_id == SALES
+        seen = await client.transfer(2043, TO_SALES)
+    assert sent(portal, TRANSFER) == [{"CHAT_ID": 2043, "QUEUE_ID": SALES}]
+    assert (seen.after.line_id, seen.after.owner_id) == (SALES, 0)
 
 
 @pytest.mark.parametrize(
     ("target", "expected"),
     [
-        (TO_ANNA, {"CHAT_ID": 2043, "TRANSFER_ID": "15"}),
+        (TO_ANNA, {"CHAT_ID": 2043, "TRANSFER_ID": ANNA}),
         (TO_SALES, {"CHAT_ID": 2043, "TRANSFER_ID": "queue5"}),
     ],
 )
@@ -81,19 +93,27 @@ async def test_legacy_portals_get_transfer_id(
 ) -> None:
     async with client_for(portal, legacy_transfer_id=True) as client:
         await client.transfer(2043, target)
-    assert [c.params for c in portal.calls_to(TRANSFER)] == [expected]
+    assert sent(portal, TRANSFER) == [expected]
 
 
 async def test_portal_refusal_is_a_typed_error_and_not_retried(portal: PortalSimulator) -> None:
     async with client_for(portal) as client:
         with pytest.raises(BitrixError) as caught:
-            await client.transfer(2043, Target(Kind.OPERATOR, PAVEL, "Pavel"))
+            await client.transfer(9999, TO_ANNA)  # no such dialog: the transfer's catch-all
     assert (caught.value.code, caught.value.status, caught.value.method) == (
         "OPERATOR_WRONG",
         400,
         TRANSFER,
     )
     assert len(portal.calls_to(TRANSFER)) == 1
+
+
+async def test_a_silently_dropped_transfer_shows_in_the_look(portal: PortalSimulator) -> None:
+    # Pavel is inactive: the portal answers true and moves nothing
+    async with client_for(portal) as client:
+        seen = await client.transfer(2043, Target(Kind.OPERATOR, PAVEL, "Pavel"))
+    assert [c.status for c in portal.calls_to(TRANSFER)] == [200]
+    assert (seen.after.owner_id, seen.unclear) == (BOB, None)
 
 
 async def test_unknown_dialog_is_access_error(portal: PortalSimulator) -> None:
@@ -132,19 +152,28 @@ async def test_transient_codes_are_retried_on_reads(portal: PortalSimulator, cod
 
 
 async def test_query_limit_then_success_is_one_transfer(portal: PortalSimulator) -> None:
-    portal.inject(TRANSFER, Fault.error("QUERY_LIMIT_EXCEEDED"), times=2)
+    portal.inject("batch", Fault.error("QUERY_LIMIT_EXCEEDED"), times=2)
     async with client_for(portal) as client:
-        await client.transfer(2043, TO_ANNA)
-    assert [c.status for c in portal.calls_to(TRANSFER)] == [503, 503, 200]
+        seen = await client.transfer(2043, TO_ANNA)
+    assert [c.status for c in portal.calls_to("batch")] == [503, 503, 200]
     assert applied(portal, TRANSFER) == 1
-    assert portal.dialogs[2043].owner == ANNA
+    assert seen.after.owner_id == ANNA
 
 
 async def test_query_limit_as_429_is_accepted_too(portal: PortalSimulator) -> None:
-    portal.inject(TRANSFER, Fault.error("QUERY_LIMIT_EXCEEDED", status=429))
+    portal.inject("batch", Fault.error("QUERY_LIMIT_EXCEEDED", status=429))
     async with client_for(portal) as client:
         await client.transfer(2043, TO_ANNA)
-    assert [c.status for c in portal.calls_to(TRANSFER)] == [429, 200]
+    assert [c.status for c in portal.calls_to("batch")] == [429, 200]
+
+
+async def test_a_503_proxy_page_is_retried_like_the_limit(portal: PortalSimulator) -> None:
+    portal.inject("batch", Fault.proxy_page(503), times=2)
+    async with client_for(portal) as client:
+        seen = await client.transfer(2043, TO_ANNA)
+    assert [c.status for c in portal.calls_to("batch")] == [503, 503, 200]
+    assert applied(portal, TRANSFER) == 1
+    assert seen.after.owner_id == ANNA
 
 
 async def test_query_limit_forever_ends_at_the_deadline(portal: PortalSimulator) -> None:
@@ -174,12 +203,13 @@ async def test_error_key_wins_over_a_200_status(portal: PortalSimulator) -> None
 
 
 async def test_result_false_is_a_failure(portal: PortalSimulator) -> None:
-    portal.inject(TRANSFER, Fault.json(200, {"result": False}))
+    answer = {"result": {"result": {"c0": False, "c1": {"id": 2043}}, "result_error": []}}
+    portal.inject("batch", Fault.json(200, answer))
     async with client_for(portal) as client:
         with pytest.raises(BitrixError) as caught:
             await client.transfer(2043, TO_ANNA)
     assert caught.value.code == "RESULT_FALSE"
-    assert len(portal.calls_to(TRANSFER)) == 1
+    assert len(portal.calls_to("batch")) == 1
 
 
 @pytest.mark.parametrize(
@@ -191,16 +221,16 @@ async def test_result_false_is_a_failure(portal: PortalSimulator) -> None:
         (Fault.json(200, {"no": "result"}), 200),
     ],
 )
-async def test_non_json_answers_are_bad_response(
+async def test_non_json_answers_to_a_write_are_looked_at_not_repeated(
     portal: PortalSimulator, fault: Fault, status: int
 ) -> None:
-    portal.inject(FINISH, fault, times=10)
+    portal.inject("batch", fault, times=10)
     async with client_for(portal, deadline_s=1.0) as client:
-        with pytest.raises(BitrixError) as caught:
-            await client.finish(2043)
-    assert caught.value.status == status
-    assert caught.value.code in ("BAD_RESPONSE", "OUTCOME_UNKNOWN")
-    assert len(portal.calls_to(FINISH)) == 1, "a write with an unknown outcome is not repeated"
+        seen = await client.finish(2043)
+    assert seen.unclear is not None
+    assert (seen.unclear.code, seen.unclear.status) == ("BAD_RESPONSE", status)
+    assert not seen.after.finished, "the finish did not run, and the look says so"
+    assert len(portal.calls_to("batch")) == 1, "a write with an unknown outcome is not repeated"
 
 
 async def test_html_502_on_a_read_is_retried_then_reported(portal: PortalSimulator) -> None:
@@ -220,54 +250,129 @@ async def test_timeout_on_a_read(portal: PortalSimulator) -> None:
     assert caught.value.code == "TIMEOUT"
 
 
-async def test_slow_success_is_reported_as_success_not_repeated(portal: PortalSimulator) -> None:
+async def test_slow_success_is_seen_not_repeated(portal: PortalSimulator) -> None:
     # the transfer runs, but the answer is lost behind a gateway timeout
-    portal.inject(TRANSFER, Fault.apply_then_fail(504))
+    portal.inject("batch", Fault.apply_then_fail(504))
     async with client_for(portal) as client:
-        await client.transfer(2043, TO_ANNA)
+        seen = await client.transfer(2043, TO_ANNA)
     assert len(portal.calls_to(TRANSFER)) == 1, "it landed: no second transfer"
-    assert [c.params for c in portal.calls_to(DIALOG_GET)] == [{"CHAT_ID": 2043}]
-    assert portal.dialogs[2043].owner == ANNA
+    assert [c.method for c in portal.calls if not c.in_batch] == ["batch", DIALOG_GET]
+    assert seen.after.owner_id == ANNA
+    assert seen.unclear is not None and seen.unclear.status == 504
 
 
-async def test_timeout_after_the_transfer_ran_is_a_success(portal: PortalSimulator) -> None:
-    portal.inject(TRANSFER, Fault.delay(5, apply=True))
+async def test_timeout_after_the_transfer_ran_is_seen(portal: PortalSimulator) -> None:
+    portal.inject("batch", Fault.delay(5, apply=True))
     async with client_for(portal, timeout_s=0.3, deadline_s=3.0) as client:
-        await client.transfer(2043, TO_ANNA)
+        seen = await client.transfer(2043, TO_ANNA)
     assert len(portal.calls_to(TRANSFER)) == 1
-    assert applied(portal, TRANSFER) <= 1
+    assert seen.after.owner_id == ANNA
+    assert seen.unclear is not None and seen.unclear.code == "TIMEOUT"
 
 
-async def test_dropped_connection_after_the_transfer_ran_is_a_success(
+async def test_dropped_connection_after_the_transfer_ran_is_seen(
     portal: PortalSimulator,
 ) -> None:
-    portal.inject(TRANSFER, Fault.drop(apply=True))
+    portal.inject("batch", Fault.drop(apply=True))
     async with client_for(portal) as client:
-        await client.transfer(2043, TO_SALES)
+        seen = await client.transfer(2043, TO_SALES)
     assert len(portal.calls_to(TRANSFER)) == 1
-    assert portal.dialogs[2043].line_id == SALES
+    assert seen.after.line_id == SALES
 
 
-async def test_unknown_outcome_that_did_not_land_is_repeated_once_after_looking(
+async def test_unknown_outcome_is_looked_at_and_never_sent_again(
     portal: PortalSimulator,
 ) -> None:
-    portal.inject(TRANSFER, Fault.proxy_page(504))
+    portal.inject("batch", Fault.proxy_page(504))
     async with client_for(portal) as client:
-        await client.transfer(2043, TO_ANNA)
-    methods = [c.method for c in portal.calls if not c.in_batch]
-    assert methods == [TRANSFER, DIALOG_GET, TRANSFER]
-    assert applied(portal, TRANSFER) == 1
-    assert portal.dialogs[2043].owner == ANNA
+        seen = await client.transfer(2043, TO_ANNA)
+    assert [c.method for c in portal.calls if not c.in_batch] == ["batch", DIALOG_GET]
+    assert seen.after.owner_id == BOB, "it did not move, and the bot does not pretend"
+    assert portal.dialogs[2043].owner == BOB
+
+
+async def test_a_500_keeps_its_code_and_is_sent_once(portal: PortalSimulator) -> None:
+    portal.inject("batch", Fault.error("INTERNAL_SERVER_ERROR"), times=1000)
+    async with client_for(portal, deadline_s=3.0) as client:
+        seen = await client.transfer(2043, TO_ANNA)
+    assert seen.unclear is not None
+    assert (seen.unclear.code, seen.unclear.status) == ("INTERNAL_SERVER_ERROR", 500)
+    assert len(portal.calls_to("batch")) == 1, "one transfer call, however often it fails"
 
 
 async def test_unknown_outcome_that_cannot_be_checked_says_so(portal: PortalSimulator) -> None:
-    portal.inject(TRANSFER, Fault.proxy_page(504))
+    portal.inject("batch", Fault.proxy_page(504))
     portal.inject(DIALOG_GET, Fault.proxy_page(502), times=1000)
     async with client_for(portal, deadline_s=1.5) as client:
         with pytest.raises(BitrixError) as caught:
             await client.transfer(2043, TO_ANNA)
     assert caught.value.code == "OUTCOME_UNKNOWN"
-    assert len(portal.calls_to(TRANSFER)) == 1
+    assert len(portal.calls_to("batch")) == 1
+
+
+async def test_a_late_apply_after_a_timeout_is_seen_when_it_lands_in_time(
+    portal: PortalSimulator,
+) -> None:
+    portal.inject("batch", Fault.late(apply_after_s=0.4, answer_after_s=5))
+    async with client_for(portal, timeout_s=0.3, deadline_s=3.0) as client:
+        seen = await client.transfer(2043, TO_SALES)
+    assert seen.after.line_id == SALES
+    assert len(portal.calls_to("batch")) == 1
+    assert portal.moves == [(2043, "queue", SALES)]
+
+
+async def test_a_late_apply_after_the_look_is_never_doubled(portal: PortalSimulator) -> None:
+    portal.inject("batch", Fault.late(apply_after_s=2.5, answer_after_s=5))
+    async with client_for(portal, timeout_s=0.3, deadline_s=2.0) as client:
+        seen = await client.transfer(2043, TO_SALES)
+        assert seen.after.line_id == SUPPORT, "not yet, and that is what is reported"
+        await asyncio.sleep(2.5)
+    assert len(portal.calls_to("batch")) == 1
+    assert portal.moves == [(2043, "queue", SALES)], "moved once, late, never twice"
+
+
+async def test_a_moved_portal_is_not_followed(
+    portal: PortalSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with make_portal() as new_home:
+        portal.move_to(new_home.base_url)
+        async with client_for(portal) as client:
+            with pytest.raises(BitrixError) as caught:
+                await client.transfer(2043, TO_ANNA)
+            with pytest.raises(BitrixError) as looked:
+                await client.dialog(2043)
+        assert new_home.calls == [], "the redirect was not followed"
+    assert (caught.value.code, caught.value.status) == ("PORTAL_MOVED", 301)
+    assert looked.value.code == "PORTAL_MOVED"
+    assert portal.redirected == 2, "a moved portal is not asked again and again"
+    assert caught.value.location == f"{new_home.base_url}/rest/1/***/batch.json"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"Location: {new_home.base_url}/rest/1/***/" in logged
+    assert WEBHOOK_CODE not in logged + str(caught.value) + repr(caught.value.location)
+
+
+async def test_waiting_for_the_bucket_does_not_count_against_the_deadline() -> None:
+    async with make_portal() as portal:
+        settings = bitrix_settings(
+            portal.url, rate_per_s=2.0, burst=1, deadline_s=1.0, batch_calls=False
+        )
+        async with BitrixClient(settings) as client:
+            # one request per 0.5 s: the last of five waits about 2 s, twice its deadline
+            dialogs = await asyncio.gather(*(client.dialog(2043) for _ in range(5)))
+    assert [d.owner_id for d in dialogs] == [BOB] * 5
+    assert len(portal.calls_to(DIALOG_GET)) == 5
+
+
+async def test_a_batched_call_keeps_its_deadline_after_waiting_for_the_bucket() -> None:
+    async with make_portal() as portal:
+        settings = bitrix_settings(portal.url, rate_per_s=1.0, burst=1, deadline_s=1.2)
+        async with BitrixClient(settings) as client:
+            await client.dialog(2043)  # the bucket is now full for a second
+            portal.inject(DIALOG_GET, Fault.error("QUERY_LIMIT_EXCEEDED"))
+            # waits ~1 s for the bucket, is refused, and still has time to try again
+            dialog = await client.dialog(2044)
+    assert dialog.owner_id == ANNA
+    assert [c.status for c in portal.calls_to(DIALOG_GET)] == [200, 503, 200]
 
 
 def _free_port() -> int:
@@ -320,13 +425,13 @@ async def test_the_webhook_code_never_shows(
     portal: PortalSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    portal.inject(TRANSFER, Fault.proxy_page(504))
+    portal.inject("batch", Fault.proxy_page(504))
     portal.inject(DIALOG_GET, Fault.error("QUERY_LIMIT_EXCEEDED"))
     errors: list[BitrixError] = []
     async with client_for(portal) as client:
         assert WEBHOOK_CODE not in repr(client)
         await client.transfer(2043, TO_ANNA)
-        for call in (client.dialog(9999), client.transfer(2043, Target(Kind.OPERATOR, PAVEL, "P"))):
+        for call in (client.dialog(9999), client.transfer(9999, TO_ANNA)):
             try:
                 await call
             except BitrixError as err:
@@ -359,11 +464,11 @@ async def test_client_bucket_keeps_under_the_portal_limit() -> None:
 
 async def test_finish_sends_chat_id_and_reports_its_own_codes(portal: PortalSimulator) -> None:
     async with client_for(portal) as client:
-        await client.finish(2043)
+        seen = await client.finish(2043)
         with pytest.raises(BitrixError) as caught:
             await client.finish(9999)
-    assert [c.params for c in portal.calls_to(FINISH)] == [{"CHAT_ID": 2043}, {"CHAT_ID": 9999}]
-    assert portal.dialogs[2043].closed
+    assert sent(portal, FINISH) == [{"CHAT_ID": 2043}, {"CHAT_ID": 9999}]
+    assert portal.dialogs[2043].closed and seen.after.finished
     assert (caught.value.code, caught.value.status) == ("ACCESS_DENIED", 400)
 
 
@@ -377,6 +482,7 @@ async def test_calls_waiting_for_the_bucket_leave_together_as_batches() -> None:
             outcomes = await asyncio.gather(
                 *(client.transfer(n, t) for n, t in zip((2044, 2045, 2046), targets, strict=True)),
                 *(client.dialog(9999) for _ in range(10)),
+                client.transfer(9999, to_bob),
                 return_exceptions=True,
             )
     assert all(d.owner_id == BOB for d in dialogs)
@@ -384,11 +490,15 @@ async def test_calls_waiting_for_the_bucket_leave_together_as_batches() -> None:
     assert len(requests) < 20, "60 calls went out in a handful of requests"
     assert portal.calls_to("batch"), "some went as batches"
     assert portal.rejected_by_limit == 0
-    # each call still gets its own result or error
-    assert outcomes[0] is None and outcomes[2] is None
-    assert isinstance(outcomes[1], BitrixError) and outcomes[1].code == "OPERATOR_WRONG"
-    assert all(isinstance(o, BitrixError) and o.code == "ACCESS_ERROR" for o in outcomes[3:])
-    assert portal.dialogs[2044].owner == BOB and portal.dialogs[2046].line_id == SALES
+    # each call still gets its own result or error, and each transfer its own look
+    seen = [o for o in outcomes[:3] if isinstance(o, Seen)]
+    assert [(s.after.chat_id, s.after.owner_id, s.after.line_id) for s in seen] == [
+        (2044, BOB, SUPPORT),
+        (2045, IRINA, SUPPORT),  # Pavel is inactive: dropped without a word
+        (2046, 0, SALES),
+    ]
+    assert all(isinstance(o, BitrixError) and o.code == "ACCESS_ERROR" for o in outcomes[3:13])
+    assert isinstance(outcomes[13], BitrixError) and outcomes[13].code == "OPERATOR_WRONG"
 
 
 async def test_without_batching_each_call_waits_its_turn() -> None:

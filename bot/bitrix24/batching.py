@@ -3,22 +3,25 @@
 Bitrix24 counts a ``batch`` of up to 50 commands as one request for its leaky bucket, and
 each command still gets its own result or error. Calls made in the same moment, and calls
 that wait for the bucket, leave together as soon as it lets one request through: a burst of
-transfers finishes in a fraction of the time the bucket would allow one call at a time. A
-call on its own goes out on its own, as a plain request.
+transfers finishes in a fraction of the time the bucket would allow one call at a time.
+
+A *group* of calls (a transfer and the look that verifies it) always travels in one batch,
+in order: the portal runs a batch's commands one after another, so the look sees the dialog
+as the transfer left it. A lone call goes out on its own, as a plain request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 from aiolimiter import AsyncLimiter
 
-from bot.bitrix24.codes import BAD_RESPONSE, RESULT_FALSE
+from bot.bitrix24.codes import BAD_RESPONSE, NETWORK_ERROR, RESULT_FALSE
 from bot.bitrix24.errors import BitrixError
 
 log = logging.getLogger(__name__)
@@ -27,15 +30,28 @@ MAX_BATCH = 50  # Bitrix24 refuses more commands in one batch
 BATCH = "batch"
 
 Post = Callable[[str, dict[str, Any]], Awaitable[Any]]
+Call = tuple[str, dict[str, Any]]  # (method, params)
 
 
 @dataclass
-class _Waiting:
+class Waiting:
+    """One queued call: its future, and how long it waited for the bucket."""
+
     method: str
     params: dict[str, Any]
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    queued_at: float = field(default_factory=lambda: asyncio.get_running_loop().time())
+    sent_at: float | None = None
+    # set when the whole request failed (not just this call inside a batch): then the
+    # request may be repeated as a whole, whereas one command's own error is final
+    request_error: BitrixError | None = None
+
+    @property
+    def queued_s(self) -> float:
+        """Seconds spent waiting for the bucket before the request left (0 if it has not)."""
+        return 0.0 if self.sent_at is None else self.sent_at - self.queued_at
 
 
 def command(method: str, params: dict[str, Any]) -> str:
@@ -43,9 +59,39 @@ def command(method: str, params: dict[str, Any]) -> str:
     return f"{method}?{urlencode(params)}"
 
 
+def batch_params(calls: Sequence[Call]) -> dict[str, Any]:
+    """The parameters of a ``batch`` running ``calls`` in order, keys ``c0``, ``c1``…"""
+    return {"halt": 0, "cmd": {f"c{i}": command(m, p) for i, (m, p) in enumerate(calls)}}
+
+
 def _as_dict(part: Any) -> dict[str, Any]:
     # empty parts of a batch answer come as JSON arrays, not objects
     return part if isinstance(part, dict) else {}
+
+
+def batch_results(answer: Any, methods: Sequence[str]) -> list[Any]:
+    """Each command's result, or the :class:`BitrixError` it ended with, from a batch answer
+    to :func:`batch_params` (an exception object in the list, not raised)."""
+    results = _as_dict(_as_dict(answer).get("result"))
+    errors = _as_dict(_as_dict(answer).get("result_error"))
+    out: list[Any] = []
+    for i, method in enumerate(methods):
+        key = f"c{i}"
+        if key in errors:
+            error = _as_dict(errors[key])
+            # inner errors carry no HTTP status; they are the methods' own (400) refusals
+            out.append(
+                BitrixError(
+                    str(error.get("error")), str(error.get("error_description", "")), 400, method
+                )
+            )
+        elif key not in results:
+            out.append(BitrixError(BAD_RESPONSE, "batch answer without this command", 200, method))
+        elif results[key] is False:
+            out.append(BitrixError(RESULT_FALSE, "result: false", 200, method))
+        else:
+            out.append(results[key])
+    return out
 
 
 class BatchQueue:
@@ -54,18 +100,23 @@ class BatchQueue:
     def __init__(self, limiter: AsyncLimiter, post: Post) -> None:
         self._limiter = limiter
         self._post = post
-        self._queue: list[_Waiting] = []
+        self._queue: list[list[Waiting]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self.batches = 0  # batch requests sent, for reports
 
-    def submit(self, method: str, params: dict[str, Any]) -> Awaitable[Any]:
-        """Queue one call; the awaitable gives its result or raises its BitrixError."""
-        waiting = _Waiting(method, params)
-        self._queue.append(waiting)
+    def submit(self, method: str, params: dict[str, Any]) -> Waiting:
+        """Queue one call; its ``future`` gives the result or raises its BitrixError."""
+        return self.submit_group([(method, params)])[0]
+
+    def submit_group(self, calls: Sequence[Call]) -> list[Waiting]:
+        """Queue calls that must leave in one batch, in this order (at most 50)."""
+        assert 0 < len(calls) <= MAX_BATCH
+        group = [Waiting(method, params) for method, params in calls]
+        self._queue.append(group)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="bitrix24-batches")
-        return waiting.future
+        return group
 
     async def close(self) -> None:
         """Stop sending; whatever still waits is told so."""
@@ -73,12 +124,13 @@ class BatchQueue:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for waiting in self._queue:
-            if not waiting.future.done():
-                waiting.future.set_exception(
+        for group in self._queue:
+            for waiting in group:
+                _settle(
+                    waiting,
                     BitrixError(
-                        "NETWORK_ERROR", "the client was closed", None, waiting.method, sent=False
-                    )
+                        NETWORK_ERROR, "the client was closed", None, waiting.method, sent=False
+                    ),
                 )
         self._queue.clear()
 
@@ -86,55 +138,44 @@ class BatchQueue:
         await asyncio.sleep(0)  # one turn of the loop: calls made in the same moment join in
         while self._queue:
             await self._limiter.acquire()
-            group, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            task = asyncio.create_task(self._send(group))
+            taken: list[Waiting] = []
+            while self._queue and len(taken) + len(self._queue[0]) <= MAX_BATCH:
+                taken += self._queue.pop(0)
+            task = asyncio.create_task(self._send(taken))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    async def _send(self, group: list[_Waiting]) -> None:
+    async def _send(self, group: list[Waiting]) -> None:
+        now = asyncio.get_running_loop().time()
+        for waiting in group:
+            waiting.sent_at = now
         if len(group) == 1:
             only = group[0]
             try:
-                only.future.set_result(await self._post(only.method, only.params))
+                _settle(only, await self._post(only.method, only.params))
             except BitrixError as err:
-                only.future.set_exception(err)
+                only.request_error = err
+                _settle(only, err)
             return
-        cmd = {f"c{i}": command(w.method, w.params) for i, w in enumerate(group)}
         self.batches += 1
         try:
-            answer = await self._post(BATCH, {"halt": 0, "cmd": cmd})
+            answer = await self._post(BATCH, batch_params([(w.method, w.params) for w in group]))
         except BitrixError as err:
             for waiting in group:  # the whole request failed: each call failed the same way
-                waiting.future.set_exception(
-                    BitrixError(
-                        err.code, err.description, err.status, waiting.method, sent=err.sent
-                    )
-                )
+                waiting.request_error = err.for_method(waiting.method)
+                _settle(waiting, waiting.request_error)
             return
-        results = _as_dict(_as_dict(answer).get("result"))
-        errors = _as_dict(_as_dict(answer).get("result_error"))
-        for i, waiting in enumerate(group):
-            key = f"c{i}"
-            if key in errors:
-                error = _as_dict(errors[key])
-                # inner errors carry no HTTP status; they are the methods' own (400) refusals
-                waiting.future.set_exception(
-                    BitrixError(
-                        str(error.get("error")),
-                        str(error.get("error_description", "")),
-                        400,
-                        waiting.method,
-                    )
-                )
-            elif key not in results:
-                waiting.future.set_exception(
-                    BitrixError(
-                        BAD_RESPONSE, "batch answer without this command", 200, waiting.method
-                    )
-                )
-            elif results[key] is False:
-                waiting.future.set_exception(
-                    BitrixError(RESULT_FALSE, "result: false", 200, waiting.method)
-                )
-            else:
-                waiting.future.set_result(results[key])
+        for waiting, result in zip(
+            group, batch_results(answer, [w.method for w in group]), strict=True
+        ):
+            _settle(waiting, result)
+
+
+def _settle(waiting: Waiting, result: Any) -> None:
+    # a caller that gave up (cancelled) has no one left to tell
+    if waiting.future.done():
+        return
+    if isinstance(result, BitrixError):
+        waiting.future.set_exception(result)
+    else:
+        waiting.future.set_result(result)

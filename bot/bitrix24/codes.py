@@ -43,6 +43,7 @@ BAD_RESPONSE = "BAD_RESPONSE"
 RESULT_FALSE = "RESULT_FALSE"
 OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
 NOT_CONFIGURED = "NOT_CONFIGURED"
+PORTAL_MOVED = "PORTAL_MOVED"
 
 KNOWN_CODES: tuple[KnownCode, ...] = (
     # imopenlines.operator.transfer
@@ -108,6 +109,7 @@ KNOWN_CODES: tuple[KnownCode, ...] = (
     KnownCode(RESULT_FALSE, 200, OURS, 'The portal answered {"result": false}'),
     KnownCode(OUTCOME_UNKNOWN, None, OURS, "Sent, but whether it took effect is unknown"),
     KnownCode(NOT_CONFIGURED, None, OURS, "No webhook URL configured"),
+    KnownCode(PORTAL_MOVED, None, OURS, "The portal answers with a redirect to a new address"),
 )
 
 # Codes whose request surely did not run, so repeating it is safe.

@@ -9,6 +9,7 @@ from bot.bitrix24.codes import (
     NETWORK_ERROR,
     NOT_EXECUTED,
     OUTCOME_UNKNOWN,
+    PORTAL_MOVED,
     TIMEOUT,
 )
 from bot.config import mask_webhook
@@ -33,13 +34,27 @@ class BitrixError(Exception):
         method: str = "",
         *,
         sent: bool = True,
+        location: str | None = None,
     ) -> None:
         self.code = code
         self.description = mask_webhook(description)[:300]
         self.status = status
         self.method = method
         self.sent = sent  # False when the request surely never reached the portal
+        # where a moved portal points to (PORTAL_MOVED), its webhook code masked
+        self.location = mask_webhook(location) if location else None
         super().__init__(str(self))
+
+    def for_method(self, method: str) -> BitrixError:
+        """The same failure, as met by a call of ``method`` (one call of a failed batch)."""
+        return BitrixError(
+            self.code,
+            self.description,
+            self.status,
+            method,
+            sent=self.sent,
+            location=self.location,
+        )
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status})" if self.status is not None else ""
@@ -52,6 +67,8 @@ class BitrixError(Exception):
     @property
     def retry(self) -> Retry:
         """Whether repeating the same request is safe, unknown, or pointless."""
+        if self.code == PORTAL_MOVED:
+            return Retry.NEVER  # not run, but the old address will only say the same again
         if self.code in NOT_EXECUTED or not self.sent:
             return Retry.SAFE
         if self.status == 503 and self.code != "OVERLOAD_LIMIT":
