@@ -291,7 +291,13 @@ async def test_finish_of_an_unknown_dialog_asks_nothing() -> None:
 )
 async def test_finish_errors_in_plain_words(code: str, status: int, words: str) -> None:
     portal = make_portal()
-    portal.inject(FINISH, Fault.error(code, status=status))
+    if status == 403:  # a system error fails the whole request
+        portal.inject("batch", Fault.error(code, status=status))
+    else:  # the method's own refusal comes inside the batch, next to the look
+        error = {"error": code, "error_description": "as the portal words it"}
+        portal.inject(
+            "batch", Fault.json(200, {"result": {"result": [], "result_error": {"c0": error}}})
+        )
     async with running_bot(portal) as h:
         confirm = await h.say("/finish 2043")
         await h.tap(confirm, OK)
