@@ -1,14 +1,24 @@
-"""Command line: ``python -m bot`` (run), ``python -m bot demo``, ``python -m bot check``."""
+"""Command line: ``python -m bot`` (run), ``python -m bot demo``, ``python -m bot check``
+(``--online``: ask the portal too)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
-from bot.config import ENV_WEBHOOK_SECRET, Config, ConfigError, config_path, load_config
+from bot.config import (
+    ENV_WEBHOOK,
+    ENV_WEBHOOK_SECRET,
+    Config,
+    ConfigError,
+    config_path,
+    load_config,
+)
 from bot.directory import Directory
 from bot.logs import setup_logging
 from bot.storage import open_storage, to_csv
@@ -31,7 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{run,demo,check,audit,directory}")
     sub.add_parser("run", help="run the bot with long polling (the default)")
     sub.add_parser("demo", help="try the bot in a console sandbox: no Telegram, no portal")
-    sub.add_parser("check", help="validate the config and print the directory")
+    check_command = sub.add_parser("check", help="validate the config and print the directory")
+    check_command.add_argument(
+        "--online",
+        action="store_true",
+        help="then ask the portal: its address, the webhook code, the webhook's user, scopes",
+    )
     audit = sub.add_parser("audit", help="export the audit trail")
     audit.add_argument("--since", default="1970-01-01", help="a date or time (ISO 8601, UTC)")
     audit.add_argument("--csv", action="store_true", help="CSV with a header line (the default)")
@@ -51,8 +66,10 @@ def _load(path_arg: str | None) -> Config | None:
         return None
 
 
-def check(path_arg: str | None) -> int:
-    """Validate a config file; print the directory (exit 0) or every problem (exit 1)."""
+def check(path_arg: str | None, *, online: bool = False) -> int:
+    """Validate a config file; print the directory (exit 0) or every problem (exit 1).
+
+    ``online``: then ask the portal too, one line per finding (exit 1 if one stops the bot)."""
     config = _load(path_arg)
     if config is None:
         return EXIT_PROBLEMS
@@ -72,7 +89,26 @@ def check(path_arg: str | None) -> int:
     print(f"bitrix24: {config.bitrix24.masked_webhook()}")
     for line in config.missing_secrets():
         print(f"note: {line} (needed to run)")
-    return EXIT_OK
+    return check_online(config, config_path(path_arg)) if online else EXIT_OK
+
+
+def check_online(config: Config, path: Path) -> int:
+    """Ask the portal whether the bot can work with it; print one line per finding."""
+    from bot.portal_check import check_failed, check_portal, stops_the_bot
+
+    if config.bitrix24.webhook_url is None and config.bitrix24.oauth is None:
+        print(next(s for s in config.missing_secrets() if ENV_WEBHOOK in s), file=sys.stderr)
+        return EXIT_USAGE
+    # the findings tell what the client would log (a moved portal, say): once is enough
+    logging.getLogger("bot").addHandler(logging.NullHandler())
+    try:
+        findings = asyncio.run(check_portal(config, path))
+    except Exception as exc:  # one line, never a traceback
+        findings = [check_failed(exc)]
+    print()
+    for finding in findings:
+        print(finding)
+    return EXIT_PROBLEMS if stops_the_bot(findings) else EXIT_OK
 
 
 def audit(path_arg: str | None, since: str) -> int:
@@ -188,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m bot`` and the ``handoff-bot`` script."""
     args = _parser().parse_args(argv)
     if args.command == "check":
-        return check(args.config)
+        return check(args.config, online=args.online)
     if args.command == "directory":
         return directory_sync(args.config)
     if args.command == "audit":

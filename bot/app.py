@@ -33,6 +33,7 @@ from bot.config import Config, ConfigError, load_config
 from bot.flood_control import FloodWait, Pacing
 from bot.handoff import Handoff
 from bot.messages import LANGS, Messages
+from bot.portal_check import check_in_background, stop_check
 from bot.reload import describe_changes, swappable
 from bot.services import Services
 from bot.yamlsource import Problem
@@ -96,6 +97,7 @@ class App:
     path: Path | None = None  # the config file, for reloads
     env: Mapping[str, str] | None = None  # what ${VAR} reads on reload (None: the process's)
     _reloads: set[asyncio.Task[None]] = field(default_factory=set)
+    portal_check: asyncio.Task[None] | None = None  # the start-up check, running in background
 
     async def close(self) -> None:
         """Close the Bitrix24 session (aiogram closes the bot's own)."""
@@ -133,8 +135,12 @@ def build_app(
     client: BitrixClient | None = None,
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
+    *,
+    check_portal: bool = False,
 ) -> App:
-    """The dispatcher with its routers, middlewares and workflow data."""
+    """The dispatcher with its routers, middlewares and workflow data.
+
+    ``check_portal``: on start-up, check the portal in the background and log what it found."""
     client = client or BitrixClient(config.bitrix24)
     poster = BotPoster()
     services = Services.build(config, Handoff(client), poster)
@@ -159,8 +165,11 @@ def build_app(
             log.warning("could not set the command menu: %s", err)
         me = await bot.me()
         log.info("bot @%s started; Bitrix24 at %s", me.username, config.bitrix24.masked_webhook())
+        if check_portal:
+            app.portal_check = check_in_background(config, path)
 
     async def on_shutdown() -> None:
+        await stop_check(app.portal_check)
         # polling has stopped taking updates; let the ones in hand finish and reply
         if not await in_flight.wait_idle(SHUTDOWN_GRACE_S):
             log.warning("stopping with commands still in flight")
@@ -195,7 +204,7 @@ async def set_commands(bot: Bot, messages: Messages) -> None:
 async def run_polling(config: Config, path: Path | None = None) -> None:
     """Run the bot until SIGINT/SIGTERM (SIGHUP reloads the config); in-flight commands
     finish before it exits."""
-    app = build_app(config, path=path)
+    app = build_app(config, path=path, check_portal=True)
     bot = build_bot(config)
     try:
         await app.dispatcher.start_polling(bot, handle_signals=True)

@@ -60,7 +60,7 @@ async def run_webhook(
     """Serve until SIGINT/SIGTERM (SIGHUP reloads the config); commands in flight finish
     first."""
     host, port = parse_listen(listen)
-    app, bot = build_app(config, path=path), build_bot(config)
+    app, bot = build_app(config, path=path, check_portal=True), build_bot(config)
     web_app = build_web_app(app, bot, urlsplit(url).path or "/", secret)
     runner = web.AppRunner(web_app, access_log=None)  # access lines would carry nothing useful
     await runner.setup()
