@@ -291,15 +291,15 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "result.failed": ("❌ Dialog {dialog}: {reason}", "❌ Диалог {dialog}: {reason}"),
     "result.not_moved.operator": (
         "❌ Bitrix24 accepted the transfer, but dialog {dialog} is still {where}. "
-        "{target} may be an extranet user or a bot, or another transfer of it was running.",
+        "{target} may be an extranet user or a bot, or the dialog was being moved already.",
         "❌ Bitrix24 принял передачу, но диалог {dialog} по-прежнему {where}. "
         "Возможно, {target} — экстранет-пользователь или бот, или диалог в тот момент уже "
         "передавали.",
     ),
     "result.not_moved.queue": (
         "❌ Bitrix24 accepted the transfer, but dialog {dialog} is still {where}. "
-        "The portal may have no line {target} (check its ID), or another transfer of it "
-        "was running.",
+        "The portal may have no line {target} (check its ID), or the dialog was being "
+        "moved already.",
         "❌ Bitrix24 принял передачу, но диалог {dialog} по-прежнему {where}. "
         "Возможно, на портале нет линии «{target}» (проверьте её ID), или диалог в тот момент "
         "уже передавали.",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.bitrix24.codes import TRANSFER
 from bot.sandbox.portal import Fault
 from tests.conftest import ANNA, WEBHOOK_CODE, make_portal
 from tests.harness import CONFIG_YAML, OLGA, TOKEN
@@ -84,7 +85,7 @@ async def test_sigterm_lets_the_transfer_in_flight_finish_and_reply(tmp_path: Pa
     from bot.sandbox.telegram import FakeTelegram
 
     portal = make_portal()
-    portal.inject("imopenlines.operator.transfer", Fault.delay(1.0, apply=True))
+    portal.inject("batch", Fault.delay(1.0, apply=True), carrying=TRANSFER)
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG_YAML)
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
@@ -154,7 +155,7 @@ async def test_sigkill_mid_transfer_then_redelivery_transfers_exactly_once(tmp_p
     from tests.test_e2e_audit import command
 
     portal = make_portal()
-    portal.inject("imopenlines.operator.transfer", Fault.delay(2.0, apply=True))
+    portal.inject("batch", Fault.delay(2.0, apply=True), carrying=TRANSFER)
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG_YAML.replace("${STORAGE_PATH:-:memory:}", "handoff.sqlite3"))
     update = {**command("/transfer 2043 @anna"), "update_id": 777}

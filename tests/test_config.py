@@ -59,6 +59,7 @@ def test_sample_config_validates_without_env() -> None:
     assert [(o.key, o.bitrix_id, o.name) for o in config.operators] == [
         ("anna", 15, "Anna Smirnova"),
         ("bob", 16, "Bob Lee"),
+        ("kate", 29, "Kate Roy"),
     ]
     assert config.operators[0].aliases == ("anya",)
     assert config.operators[0].telegram == "anna_s"
@@ -714,7 +715,8 @@ def test_cli_check_sample_lists_the_directory() -> None:
     assert row("@anna") == ["@anna", "@anna_s", "@anya", "15", "Anna", "Smirnova"]
     assert row("@bob") == ["@bob", "16", "Bob", "Lee"]
     assert row("#support") == ["#support", "#sup", "3", "Support", "line"]
-    assert "operators (2)" in lines
+    assert row("@kate") == ["@kate", "29", "Kate", "Roy"]
+    assert "operators (3)" in lines
     assert "queues (1)" in lines
     assert "bitrix24: (not set)" in lines
     assert "TELEGRAM_BOT_TOKEN" in result.stdout

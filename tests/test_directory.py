@@ -284,7 +284,7 @@ def test_spellings_of_a_raw_target(sample: Directory) -> None:
 
 
 def test_directory_lists_entries_in_config_order(sample: Directory) -> None:
-    assert [t.key for t in sample.operators] == ["anna", "bob"]
+    assert [t.key for t in sample.operators] == ["anna", "bob", "kate"]
     assert [t.key for t in sample.queues] == ["support"]
     assert sample.name_of(Kind.OPERATOR, 16) == "Bob Lee"
     assert sample.name_of(Kind.QUEUE, 16) is None

@@ -76,6 +76,9 @@ async def big_portal() -> AsyncIterator[PortalSimulator]:
         sim.operators[300] = SimOperator(300, "Support Line")  # the key of line 3, first
         sim.operators[301] = SimOperator(301, "★")  # nothing usable: user301
         sim.operators[302] = SimOperator(302, "1С Бухгалтерия")  # starts with a digit
+        # transfers to these answer true and move nothing: they must not reach the directory
+        sim.operators[303] = SimOperator(303, "Guest Partner", kind="extranet")
+        sim.operators[304] = SimOperator(304, "Chat Bot", kind="bot")
         for i in range(LINES):
             sim.queues[1000 + i] = SimQueue(1000 + i, f"Линия {i}")
         with_inactive_lines(sim, INACTIVE_LINES)
@@ -106,13 +109,17 @@ def by_id(entries: tuple[SyncedEntry, ...]) -> dict[int, SyncedEntry]:
 async def test_fetches_every_active_user_across_pages(big_portal: PortalSimulator) -> None:
     async with client_for(big_portal) as client:
         directory = await fetch_directory(client)
-    active = {op.id for op in big_portal.operators.values() if op.active}
+    active = {op.id for op in big_portal.operators.values() if op.active and op.kind == "employee"}
     assert {e.bitrix_id for e in directory.operators} == active
     assert PAVEL not in active and not INACTIVE_EXTRA & active
+    assert not {303, 304} & active
     assert [e.bitrix_id for e in directory.operators] == sorted(active)
     pages = big_portal.calls_to("user.get")
     assert [c.params.get("start") for c in pages] == ["0", "50", "100"]
-    assert all(c.in_batch and c.params["FILTER"] == {"ACTIVE": "true"} for c in pages)
+    assert all(
+        c.in_batch and c.params["FILTER"] == {"ACTIVE": "true", "USER_TYPE": "employee"}
+        for c in pages
+    )
     ops = by_id(directory.operators)
     assert ops[ANNA] == SyncedEntry("anna.smirnova", ANNA, "Anna Smirnova")
     assert ops[100] == SyncedEntry("anna.smirnova-2", 100, "Анна Смирнова")

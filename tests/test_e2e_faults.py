@@ -80,8 +80,8 @@ async def test_transfer_faults_under_concurrency_one_outcome_each_never_twice(
     portal = make_portal(latency_s=0.02)
     for n in range(6000, 6012):
         portal.dialogs[n] = SimDialog(n, n, f"Guest {n}", owner=BOB, line_id=SUPPORT)
-    portal.inject(TRANSFER, fault, times=4)
-    portal.inject("batch", fault, times=2)  # transfers made at the same moment travel together
+    # each transfer travels with its look in a batch, often with other commands' transfers
+    portal.inject("batch", fault, times=4, carrying=TRANSFER)
     env = {"TIMEOUT_S": "0.5", "DEADLINE_S": "4"}
     async with running_bot(portal, env=env, yaml_text=with_supervisors(12)) as h:
         for i, n in enumerate(range(6000, 6012)):
@@ -97,8 +97,15 @@ async def test_transfer_faults_under_concurrency_one_outcome_each_never_twice(
             text = mine[0].plain_text
             # what the supervisor reads matches what happened at the portal
             assert text.startswith("✅") == moved or "(OUTCOME_UNKNOWN)" in text, (n, text)
-        applied = [c.params["CHAT_ID"] for c in h.portal.calls_to(TRANSFER) if c.applied]
-        assert len(applied) == len(set(applied)), "no dialog was transferred twice"
+        # commands share batches, so fewer than four transfer batches may go out
+        assert portal.pending_faults < 4, "the fault hit a transfer batch"
+        sent = [
+            command.split("CHAT_ID=")[1].split("&")[0]
+            for call in h.portal.calls_to("batch")
+            for command in call.params["cmd"].values()
+            if command.startswith(TRANSFER)
+        ]
+        assert sorted(sent) == [str(n) for n in range(6000, 6012)], "one transfer call each"
 
 
 async def test_slow_portal_under_concurrency() -> None:

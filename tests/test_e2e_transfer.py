@@ -279,7 +279,7 @@ async def test_portal_timeout_says_nothing_changed() -> None:
 
 async def test_slow_transfer_that_landed_is_reported_once_as_success() -> None:
     portal = make_portal()
-    portal.inject(TRANSFER, Fault.delay(10, apply=True))
+    portal.inject("batch", Fault.delay(10, apply=True))
     async with running_bot(portal, env={"TIMEOUT_S": "0.5", "DEADLINE_S": "4"}) as h:
         reply = await h.say("/transfer 2043 @anna")
         assert reply.plain_text.startswith("✅ Dialog 2043")
@@ -289,7 +289,7 @@ async def test_slow_transfer_that_landed_is_reported_once_as_success() -> None:
 async def test_no_secret_in_any_message_or_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     portal = make_portal()
-    portal.inject(TRANSFER, Fault.error("NO_AUTH_FOUND"))
+    portal.inject("batch", Fault.error("NO_AUTH_FOUND"))
     portal.inject(DIALOG_GET, Fault.proxy_page(502))
     async with running_bot(portal) as h:
         for text in (
@@ -336,7 +336,7 @@ async def test_burst_of_100_commands_against_the_leaky_bucket() -> None:
 
 async def test_two_supervisors_moving_one_dialog_at_once_make_one_transfer() -> None:
     portal = make_portal()
-    portal.inject(TRANSFER, Fault.delay(0.3, apply=True))  # keep the first one in flight
+    portal.inject("batch", Fault.delay(0.3, apply=True))  # keep the first one in flight
     async with running_bot(portal) as h:
         h.telegram.send_message("/transfer 2043 @anna", user_id=OLGA)
         h.telegram.send_message("/transfer 2043 @anna", user_id=PETR, first_name="Petr")

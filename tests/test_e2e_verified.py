@@ -36,8 +36,8 @@ async def test_a_silent_drop_is_reported_as_not_moved_and_not_announced() -> Non
         await h.settle()
         assert reply.plain_text == (
             "❌ Bitrix24 accepted the transfer, but dialog 2043 «Ivan Petrov — WhatsApp» is "
-            "still with Bob Lee. Kate Roy may be an extranet user or a bot, or another transfer "
-            "of it was running."
+            "still with Bob Lee. Kate Roy may be an extranet user or a bot, or the dialog was "
+            "being moved already."
         )
         assert len(h.rest_calls()) == 1
         assert h.team_chat() == [], "nothing happened: nothing is announced"
@@ -72,8 +72,8 @@ async def test_a_queue_the_portal_does_not_have_is_not_moved() -> None:
         reply = await h.say("/transfer 2043 queue:99")
         assert reply.plain_text == (
             "❌ Bitrix24 accepted the transfer, but dialog 2043 «Ivan Petrov — WhatsApp» is "
-            "still with Bob Lee. The portal may have no line queue:99 (check its ID), or another "
-            "transfer of it was running."
+            "still with Bob Lee. The portal may have no line queue:99 (check its ID), or the "
+            "dialog was being moved already."
         )
         assert h.rest_calls() == [{"CHAT_ID": 2043, "QUEUE_ID": 99}]
 

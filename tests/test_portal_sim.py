@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -32,13 +33,18 @@ class FakeClock:
 
 
 def make_portal(clock: FakeClock, **kwargs: Any) -> PortalSimulator:
-    """A small portal: operators 1 (webhook owner), 15, 16, 17 (dismissed); lines 3 and 5."""
+    """A small portal: users 1 (webhook owner), 15, 16, 17 (dismissed), 18 (extranet),
+    19 (a chat bot), 20 (a connector user); lines 3 and 5; dialogs 2043 (with 15), 2044
+    (waiting in line 3), 2045 (finished)."""
     return PortalSimulator(
         operators=[
             SimOperator(1, "Admin Root"),
             SimOperator(15, "Anna Petrova"),
             SimOperator(16, "Boris Ivanov"),
             SimOperator(17, "Vera Old", active=False),
+            SimOperator(18, "Eva Partner", kind="extranet"),
+            SimOperator(19, "Helper Bot", kind="bot"),
+            SimOperator(20, "Telegram Customer", kind="connector"),
         ],
         queues=[SimQueue(3, "Sales", operator_ids=(15, 16)), SimQueue(5, "Support")],
         dialogs=[
@@ -98,8 +104,25 @@ async def test_dialog_get_by_chat_id(portal: PortalSimulator, http: aiohttp.Clie
     assert result["owner"] == 15
     assert result["type"] == "lines"
     assert result["entity_type"] == "LINES"
-    assert result["entity_id"].startswith("telegram|3|2043|")
+    assert result["entity_id"] == "telegram|3|2043|2043"
     assert result["manager_list"] == [15]
+    fields = result["entity_data_1"].split("|")
+    assert len(fields) == 10
+    assert fields[:5] == ["N", "NONE", "0", "N", "N"]
+    assert (fields[5], fields[7], fields[8:]) == ("501", "3", ["0", "0"])
+    assert 0 < time.time() - int(fields[6]) < 7200  # DATE_CREATE: a unix time, an hour ago
+    assert list(result) == [
+        "id",
+        "name",
+        "owner",
+        "type",
+        "entity_type",
+        "entity_id",
+        "entity_data_1",
+        "manager_list",
+        "date_create",
+        "dialog_id",
+    ]
     assert result["dialog_id"] == "chat2043"
     assert isinstance(result["date_create"], str) and "T" in result["date_create"]
     assert set(body["time"]) == {
@@ -124,6 +147,10 @@ async def test_dialog_get_other_keys(portal: PortalSimulator, http: aiohttp.Clie
         assert status == 200, params
         assert body["result"]["id"] == 2044
         assert body["result"]["manager_list"] == []
+    # a finished dialog is still found by its last session number; field 5 reads 0
+    status, body = await call(http, portal, "imopenlines.dialog.get", {"SESSION_ID": 503})
+    assert status == 200 and body["result"]["id"] == 2045
+    assert body["result"]["entity_data_1"].split("|")[5] == "0"
 
 
 @pytest.mark.parametrize(
@@ -155,20 +182,21 @@ async def test_dialog_get_access_error(
         ({"chat_id": 2043, "USER_ID": 16}, "CHAT_ID_EMPTY"),
         ({"CHAT_ID": 2043, "USER_ID": 0}, "USER_ID_EMPTY"),
         ({"CHAT_ID": 2043, "USER_ID": "x"}, "USER_ID_EMPTY"),
+        ({"CHAT_ID": 2043, "USER_ID": 0, "QUEUE_ID": 5}, "USER_ID_EMPTY"),  # USER_ID chosen
         ({"CHAT_ID": 2043, "QUEUE_ID": -3}, "QUEUE_ID_EMPTY"),
         ({"CHAT_ID": 2043, "QUEUE_ID": ""}, "QUEUE_ID_EMPTY"),
+        ({"CHAT_ID": 2043, "QUEUE_ID": 0, "TRANSFER_ID": 16}, "QUEUE_ID_EMPTY"),
         ({"CHAT_ID": 2043}, "TRANSFER_ID_EMPTY"),
         ({"CHAT_ID": 2043, "user_id": 16}, "TRANSFER_ID_EMPTY"),
         ({"CHAT_ID": 2043, "TRANSFER_ID": "queueX"}, "QUEUE_ID_EMPTY"),
         ({"CHAT_ID": 2043, "TRANSFER_ID": "nobody"}, "USER_ID_EMPTY"),
-        ({"CHAT_ID": 9999, "USER_ID": 16}, "OPERATOR_WRONG"),  # unknown dialog
-        ({"CHAT_ID": 2045, "USER_ID": 15}, "OPERATOR_WRONG"),  # closed dialog
-        ({"CHAT_ID": 2043, "USER_ID": 99}, "OPERATOR_WRONG"),  # unknown operator
-        ({"CHAT_ID": 2043, "USER_ID": 17}, "OPERATOR_WRONG"),  # dismissed operator
-        ({"CHAT_ID": 2043, "USER_ID": 15}, "OPERATOR_WRONG"),  # already the owner
+        ({"CHAT_ID": 9999, "USER_ID": 0}, "USER_ID_EMPTY"),  # parameters come first
+        # the access check, the only loud refusal
+        ({"CHAT_ID": 9999, "USER_ID": 16}, "OPERATOR_WRONG"),  # unknown chat
+        ({"CHAT_ID": 9999, "QUEUE_ID": 5}, "OPERATOR_WRONG"),
         ({"CHAT_ID": 2043, "USER_ID": 1}, "OPERATOR_WRONG"),  # the webhook's own user
-        ({"CHAT_ID": 2043, "QUEUE_ID": 77}, "OPERATOR_WRONG"),  # unknown line
-        ({"CHAT_ID": 2043, "USER_ID": 16, "QUEUE_ID": 5}, "OPERATOR_WRONG"),  # both targets
+        ({"CHAT_ID": 2043, "TRANSFER_ID": "1"}, "OPERATOR_WRONG"),
+        ({"CHAT_ID": 2043, "USER_ID": 1, "QUEUE_ID": 5}, "OPERATOR_WRONG"),
     ],
 )
 async def test_transfer_refusals(
@@ -178,6 +206,47 @@ async def test_transfer_refusals(
     assert (status, body) == error_body(code)
     assert status == 400
     assert portal.dialogs[2043].owner == 15 and portal.dialogs[2043].line_id == 3
+    assert portal.moves == [] and portal.dialogs[2043].system_messages == []
+
+
+def _lock(portal: PortalSimulator) -> None:
+    portal.dialogs[2043].locked = True
+
+
+@pytest.mark.parametrize(
+    ("chat_id", "target", "prepare"),
+    [
+        (2043, {"USER_ID": 17}, None),  # inactive user
+        (2043, {"USER_ID": 99}, None),  # no such user
+        (2043, {"USER_ID": 18}, None),  # extranet user
+        (2043, {"TRANSFER_ID": 18}, None),
+        (2043, {"USER_ID": 19}, None),  # chat bot
+        (2043, {"USER_ID": 20}, None),  # connector user
+        (2043, {"QUEUE_ID": 77}, None),  # no such line
+        (2043, {"TRANSFER_ID": "queue77"}, None),
+        (2043, {"USER_ID": 16}, _lock),  # another transfer holds the chat's lock
+        (2043, {"QUEUE_ID": 5}, _lock),
+        (2045, {"USER_ID": 15}, None),  # finished: no open session
+        (2045, {"QUEUE_ID": 3}, None),
+    ],
+)
+async def test_transfer_silently_does_nothing(
+    portal: PortalSimulator,
+    http: aiohttp.ClientSession,
+    chat_id: int,
+    target: dict[str, Any],
+    prepare: Callable[[PortalSimulator], None] | None,
+) -> None:
+    if prepare is not None:
+        prepare(portal)
+    _, before = await call(http, portal, "imopenlines.dialog.get", {"CHAT_ID": chat_id})
+    status, body = await call(
+        http, portal, "imopenlines.operator.transfer", {"CHAT_ID": chat_id, **target}
+    )
+    assert (status, body["result"]) == (200, True)
+    _, after = await call(http, portal, "imopenlines.dialog.get", {"CHAT_ID": chat_id})
+    assert after["result"] == before["result"]
+    assert portal.moves == [] and portal.dialogs[chat_id].system_messages == []
 
 
 async def test_transfer_to_operator_and_queue(
@@ -190,6 +259,7 @@ async def test_transfer_to_operator_and_queue(
     assert portal.dialogs[2043].owner == 16
     _, got = await call(http, portal, "imopenlines.dialog.get", {"CHAT_ID": 2043})
     assert got["result"]["owner"] == 16 and got["result"]["manager_list"] == [16]
+    assert got["result"]["entity_data_1"].split("|")[7] == "3"  # a user move keeps the line
 
     status, body = await call(
         http, portal, "imopenlines.operator.transfer", {"CHAT_ID": 2043, "QUEUE_ID": 5}
@@ -197,7 +267,11 @@ async def test_transfer_to_operator_and_queue(
     assert (status, body["result"]) == (200, True)
     assert (portal.dialogs[2043].owner, portal.dialogs[2043].line_id) == (0, 5)
     _, got = await call(http, portal, "imopenlines.dialog.get", {"CHAT_ID": 2043})
-    assert got["result"]["entity_id"].startswith("telegram|5|")
+    assert (got["result"]["owner"], got["result"]["manager_list"]) == (0, [])
+    assert got["result"]["entity_data_1"].split("|")[7] == "5"
+    assert got["result"]["entity_id"] == "telegram|3|2043|2043"  # the line it was created in
+    assert portal.moves == [(2043, "user", 16), (2043, "queue", 5)]
+    assert portal.dialogs[2043].system_messages == []
 
 
 async def test_transfer_id_forms_and_form_body(
@@ -219,6 +293,7 @@ async def test_transfer_id_forms_and_form_body(
         form=True,
     )
     assert status == 200 and (portal.dialogs[2043].line_id, portal.dialogs[2043].owner) == (5, 0)
+    assert portal.dialogs[2043].entity_id == "telegram|3|2043|2043"
     status, _ = await call(
         http,
         portal,
@@ -237,6 +312,17 @@ async def test_another_finish(portal: PortalSimulator, http: aiohttp.ClientSessi
     status, body = await call(http, portal, method, {"CHAT_ID": 2043})
     assert (status, body["result"]) == (200, True)
     assert portal.dialogs[2043].closed and portal.dialogs[2043].owner == 0
+    _, got = await call(http, portal, "imopenlines.dialog.get", {"CHAT_ID": 2043})
+    fields = got["result"]["entity_data_1"].split("|")
+    assert (fields[5], fields[7]) == ("0", "3")
+    assert (got["result"]["owner"], got["result"]["manager_list"]) == (0, [])
+    # finishing it again (or the already finished 2045) is a quiet success
+    for chat_id in (2043, 2045):
+        status, body = await call(http, portal, method, {"CHAT_ID": chat_id})
+        assert (status, body["result"]) == (200, True)
+    _, again = await call(http, portal, "imopenlines.dialog.get", {"CHAT_ID": 2043})
+    assert again["result"] == got["result"]
+    assert portal.dialogs[2045].owner == 16  # finish on a closed dialog changes nothing
     assert await call(http, portal, method, {}) == error_body("CHAT_ID")
     assert await call(http, portal, method, {"CHAT_ID": "x"}) == (
         400,
@@ -317,13 +403,13 @@ async def test_oauth_valid_token(
     async with http.post(url, data={"auth": "tok-valid", "CHAT_ID": "2043"}) as resp:
         assert resp.status == 200 and (await resp.json())["result"]["owner"] == 16
     async with http.get(f"{portal.oauth_url}user.get?auth=tok-valid") as resp:
-        assert resp.status == 200 and (await resp.json())["total"] == 4
+        assert resp.status == 200 and (await resp.json())["total"] == 5
     # a batch runs its commands as usual
     status, body = await oauth_call(
         http, portal, "batch", {"auth": "tok-valid", "cmd": {"a": "user.get"}}
     )
     assert status == 200, body
-    assert len(body["result"]["result"]["a"]) == 4
+    assert len(body["result"]["result"]["a"]) == 5
     # added tokens work, unknown ones error
     portal.add_token("tok-new")
     status, _ = await oauth_call(http, portal, "user.get", {"auth": "tok-new"})
@@ -478,7 +564,7 @@ async def test_batch_mixed(portal: PortalSimulator, http: aiohttp.ClientSession)
             "halt": 0,
             "cmd": {
                 "t1": "imopenlines.operator.transfer?CHAT_ID=2043&USER_ID=16",
-                "t2": "imopenlines.operator.transfer?CHAT_ID=2044&USER_ID=17",
+                "t2": "imopenlines.operator.transfer?CHAT_ID=9999&USER_ID=17",
                 "d": "imopenlines.dialog.get?CHAT_ID=2043",
                 "n": "batch?cmd[x]=user.get",
                 "u": "no.such.method",
@@ -519,7 +605,7 @@ async def test_batch_halt_list_and_form(
             "halt": 1,
             "cmd": [
                 "imopenlines.dialog.get?CHAT_ID=2043",
-                "imopenlines.operator.transfer?CHAT_ID=2043&USER_ID=99",
+                "imopenlines.operator.transfer?CHAT_ID=9999&USER_ID=16",
                 "imopenlines.operator.transfer?CHAT_ID=2043&USER_ID=16",
             ],
         },
@@ -724,14 +810,17 @@ def test_parse_php_query() -> None:
 
 async def test_directory_methods(portal: PortalSimulator, http: aiohttp.ClientSession) -> None:
     status, body = await call(http, portal, "user.get", {"FILTER": {"ACTIVE": True}})
-    assert status == 200 and body["total"] == 3 and "next" not in body
+    assert status == 200 and body["total"] == 4 and "next" not in body
+    assert [u["ID"] for u in body["result"]] == ["1", "15", "16", "18"]
     assert body["result"][1] == {
         "ID": "15",
         "ACTIVE": True,
         "NAME": "Anna",
         "LAST_NAME": "Petrova",
         "IS_ONLINE": "Y",
+        "USER_TYPE": "employee",
     }
+    assert body["result"][3]["USER_TYPE"] == "extranet"
     status, body = await call(
         http, portal, "imopenlines.config.list.get", {"OPTIONS": {"QUEUE": "Y"}}
     )

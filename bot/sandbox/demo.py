@@ -32,12 +32,20 @@ SANDBOX_TOKEN = "1000:sandbox-token-not-a-real-one"
 SANDBOX_WEBHOOK_CODE = "sandbox0secret0code"
 
 
+# Users of the sample directory that are not ordinary staff on the sandbox's portal: the
+# portal drops transfers to them without a word, and the bot shows how that reads.
+_KINDS = {29: "extranet"}
+
+
 def sandbox_portal(config: Config) -> PortalSimulator:
     """A portal that knows the config's operators and queues, plus a few of its own."""
-    operators = [SimOperator(op.bitrix_id, op.name) for op in config.operators]
+    operators = [
+        SimOperator(op.bitrix_id, op.name, kind=_KINDS.get(op.bitrix_id, "employee"))
+        for op in config.operators
+    ]
     operators += [
         SimOperator(27, "Irina Volkova"),  # not in the directory: shows up as "user 27"
-        SimOperator(28, "Pavel Orlov", active=False),  # on leave: transfers to him fail
+        SimOperator(28, "Pavel Orlov", active=False),  # on leave: transfers to him do nothing
     ]
     queues = [SimQueue(q.bitrix_id, q.name) for q in config.queues]
     line = config.queues[0].bitrix_id if config.queues else 1

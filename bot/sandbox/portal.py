@@ -5,12 +5,31 @@ token in ``auth``), checking the token against a set of valid and a set of expir
 ``bot.sandbox.oauth.FakeOAuthServer`` for the authorization server that issues them.
 
 Used by the embedded sandbox (``python -m bot demo``) and by the end-to-end tests as the fake
-portal.  It keeps operators, open lines (queues) and open-line dialogs in memory, implements
+portal.  It keeps users, open lines (queues) and open-line dialogs in memory and implements
 ``imopenlines.dialog.get``, ``imopenlines.operator.transfer``,
-``imopenlines.operator.another.finish``, ``batch`` (plus ``user.get`` and
-``imopenlines.config.list.get`` for directory sync), enforces the per-portal leaky bucket and
-plays scripted faults (error bodies, proxy HTML pages, delays, dropped connections, "applied but
-the answer was lost").
+``imopenlines.operator.another.finish``, ``batch``, ``profile``, ``scope``, and ``user.get`` /
+``imopenlines.config.list.get`` for directory sync.  Around them: the per-portal leaky bucket,
+webhook scopes (``403 insufficient_scope``), a "moved portal" mode answering every request with
+a redirect, and scripted faults (error bodies, proxy HTML pages, delays, dropped connections,
+"applied but the answer was lost", "applied after the client gave up").
+
+What it models of the real imopenlines module:
+
+* ``operator.transfer`` refuses loudly (``400 OPERATOR_WRONG``) only in its access check,
+  before anything moves: an unknown chat (or one on a line the caller may not touch, see
+  ``denied_lines``), or a target that is the webhook's own user.  Past that it answers
+  ``{"result": true}`` whatever happens next, and the move itself may silently do nothing: an
+  extranet, bot or connector user, an unknown or inactive user, an unknown line, a chat whose
+  lock another transfer holds, a chat without an open session (finished).
+* ``USER_ID`` beats ``QUEUE_ID``, which beats ``TRANSFER_ID`` (a user id or ``queue<ID>``).
+* A move to a user makes them the owner (the line stays); a move to a queue leaves the dialog
+  waiting (owner 0) and changes the line in field 7 of ``entity_data_1``.  ``entity_id`` keeps
+  the line the chat was created in, forever.
+* A transfer to whoever holds the dialog already is not a no-op: the portal re-adds the
+  operator and posts a "transferred" message into the customer's chat
+  (``SimDialog.system_messages``).
+* ``operator.another.finish`` closes the session (field 5 of ``entity_data_1`` becomes 0);
+  finishing a closed dialog is a quiet success.
 """
 
 from __future__ import annotations
@@ -21,8 +40,8 @@ import html
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from http import HTTPStatus
 from types import TracebackType
@@ -51,6 +70,17 @@ HTML_CONTENT_TYPE: Final = "text/html; charset=utf-8"
 BATCH_MAX_COMMANDS: Final = 50
 LIST_PAGE_SIZE: Final = 50
 OPERATING_WINDOW_S: Final = 600
+USER_KINDS: Final = ("employee", "extranet", "bot", "connector")
+REDIRECT_STATUSES: Final = frozenset({301, 302, 307, 308})
+DEFAULT_SCOPES: Final = ("imopenlines", "user")
+# The scope each method needs (``profile``, ``scope`` and ``batch`` need none).
+_METHOD_SCOPES: Final[Mapping[str, str]] = {
+    "imopenlines.dialog.get": "imopenlines",
+    "imopenlines.operator.transfer": "imopenlines",
+    "imopenlines.operator.another.finish": "imopenlines",
+    "imopenlines.config.list.get": "imopenlines",
+    "user.get": "user",
+}
 
 # code -> (HTTP status, error_description) variants, the default first.  From the facts sheet:
 # method errors of the three imopenlines methods, then the system errors of any method.
@@ -181,6 +211,15 @@ def _is_set(params: Mapping[str, Any], key: str) -> bool:
     return params.get(key) is not None
 
 
+def _values(value: Any) -> list[Any]:
+    """A filter value as a list: PHP-style arrays arrive as dicts, JSON ones as lists."""
+    if isinstance(value, dict):
+        return list(value.values())
+    if isinstance(value, list):
+        return value
+    return [value]
+
+
 def _truthy(value: Any) -> bool:
     """PHP-ish truth of a flag such as ``halt`` or ``ACTIVE`` (1, "1", true, "Y", "true")."""
     if isinstance(value, bool):
@@ -189,6 +228,24 @@ def _truthy(value: Any) -> bool:
         return True
     number = _as_int(value)
     return number is not None and number != 0
+
+
+def _batch_commands(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The ``(key, "method?query")`` pairs of a ``batch`` request, in order."""
+    cmd = params.get("cmd")
+    if isinstance(cmd, list):
+        return [(str(i), str(c)) for i, c in enumerate(cmd)]
+    if isinstance(cmd, dict):
+        return [(str(k), str(c)) for k, c in cmd.items()]
+    return []
+
+
+def _inner_methods(params: Mapping[str, Any]) -> set[str]:
+    """The lower-case method names a ``batch`` request carries."""
+    return {
+        c.partition("?")[0].strip().lower().removesuffix(".json")
+        for _, c in _batch_commands(params)
+    }
 
 
 def _iso(ts: float) -> str:
@@ -212,11 +269,21 @@ def _time_block(start: float, finish: float) -> dict[str, Any]:
 
 @dataclass
 class SimOperator:
-    """A portal user who can hold open-line dialogs."""
+    """A portal user.
+
+    ``kind``: ``employee`` (can hold open-line dialogs), ``extranet``, ``bot`` (a chat bot) or
+    ``connector`` (the user a channel's customer appears as).  ``user.get`` lists employees and
+    extranet users only; a transfer to anyone but an active employee silently does nothing.
+    """
 
     id: int
     name: str
     active: bool = True
+    kind: str = "employee"
+
+    def __post_init__(self) -> None:
+        if self.kind not in USER_KINDS:
+            raise ValueError(f"SimOperator.kind must be one of {USER_KINDS}, not {self.kind!r}")
 
 
 @dataclass
@@ -230,7 +297,17 @@ class SimQueue:
 
 @dataclass
 class SimDialog:
-    """An open-line dialog; ``owner`` 0 means waiting in the line's queue."""
+    """An open-line dialog; ``owner`` 0 means waiting in the line's queue.
+
+    ``line_id`` is the line the dialog is in now (field 7 of ``entity_data_1``);
+    ``created_line_id`` the line the chat was created in (in ``entity_id``; defaults to
+    ``line_id``).  ``session_id`` is the open session's number, still found by
+    ``dialog.get SESSION_ID=`` after the dialog is ``closed`` (field 5 then reads 0).
+    ``locked``: another transfer of this chat holds its lock, so transfers silently do
+    nothing.  ``system_messages``: what the portal posted into the customer's chat on a
+    transfer to the current holder.  ``manager_list`` defaults to ``[owner]`` (``[]`` when
+    waiting); ``dialog.get`` keeps it consistent with ``owner`` if a test edits ``owner``.
+    """
 
     chat_id: int
     session_id: int
@@ -239,11 +316,31 @@ class SimDialog:
     line_id: int
     connector: str = "telegram"
     closed: bool = False
+    created_line_id: int | None = None
+    locked: bool = False
+    system_messages: list[str] = field(default_factory=list)
+    manager_list: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.created_line_id is None:
+            self.created_line_id = self.line_id
+        if not self.manager_list and self.owner:
+            self.manager_list = [self.owner]
 
     @property
     def entity_id(self) -> str:
-        """``<connector>|<line id>|<chat in channel>|<user in channel>`` (the USER_CODE)."""
-        return f"{self.connector}|{self.line_id}|{self.chat_id}|{self.chat_id}"
+        """``<connector>|<line created in>|<chat in channel>|<user in channel>`` (USER_CODE)."""
+        line = self.line_id if self.created_line_id is None else self.created_line_id
+        return f"{self.connector}|{line}|{self.chat_id}|{self.chat_id}"
+
+    @property
+    def managers(self) -> list[int]:
+        """``manager_list`` as ``dialog.get`` shows it: empty while waiting, else the owner's."""
+        if not self.owner:
+            return []
+        if self.owner not in self.manager_list:
+            return [self.owner]
+        return list(self.manager_list)
 
 
 FaultAction = Literal["respond", "drop", "normal"]
@@ -256,7 +353,9 @@ class Fault:
     ``action``: ``respond`` sends ``status``/``body``/``content_type``; ``drop`` closes the
     connection without an answer; ``normal`` sends the method's real answer.  ``apply`` runs the
     method for real first (the "outcome unknown" cases); ``delay_s`` waits before answering.
-    Build one with the class methods rather than by hand.
+    ``apply_after_s`` > 0 (with ``apply``) runs the method that long after the request arrived,
+    in the background, whether or not the client is still there; ``delay_s`` then counts from
+    the arrival too.  Build one with the class methods rather than by hand.
     """
 
     action: FaultAction
@@ -265,6 +364,7 @@ class Fault:
     content_type: str = JSON_CONTENT_TYPE
     delay_s: float = 0.0
     apply: bool = False
+    apply_after_s: float = 0.0
 
     @classmethod
     def error(
@@ -336,13 +436,22 @@ class Fault:
         """Run the method for real, then answer an HTML proxy page (outcome unknown)."""
         return cls.proxy_page(status, apply=True)
 
+    @classmethod
+    def late(cls, apply_after_s: float, answer_after_s: float) -> Fault:
+        """A slow portal: run the method ``apply_after_s`` after the request arrived (even if
+        the client has given up by then), send its real answer ``answer_after_s`` after it."""
+        if apply_after_s < 0 or answer_after_s < apply_after_s:
+            raise ValueError("Fault.late needs 0 <= apply_after_s <= answer_after_s")
+        return cls("normal", delay_s=answer_after_s, apply=True, apply_after_s=apply_after_s)
+
 
 @dataclass
 class PortalCall:
     """One request that passed authorization and the rate limit (or one batch command).
 
     ``status``/``body`` are what the client was sent (status 0 and body None for a dropped
-    connection; a str body for raw faults); ``applied`` tells whether the method ran.
+    connection or one not answered yet; a str body for raw faults); ``applied`` tells whether
+    the method ran (for ``Fault.late``: it turns True once it has).
     """
 
     method: str
@@ -379,6 +488,7 @@ class _FaultSlot:
     method: str | None
     fault: Fault
     left: int
+    carrying: str | None = None
 
 
 @dataclass
@@ -394,6 +504,8 @@ class _Outcome:
 
 
 MethodImpl = Callable[[dict[str, Any]], Any]
+ExecResult = tuple[int, dict[str, Any]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class PortalSimulator:
@@ -406,6 +518,13 @@ class PortalSimulator:
     ``401 NO_AUTH_FOUND``; a valid one runs the method like a webhook call would (``auth`` is
     taken out of the params first).  Without ``oauth_tokens`` (the default) such calls get
     ``401 NO_AUTH_FOUND`` as on a portal where the app is not installed.
+
+    ``scopes`` are granted to the webhook (and to OAuth tokens): ``imopenlines.*`` needs
+    ``imopenlines``, ``user.get`` needs ``user``; ``profile``, ``scope`` and ``batch`` need none.
+    ``webhook_user_id`` / ``webhook_user_name`` are who ``profile`` says is calling.
+
+    Test handles: ``moves`` (every transfer that changed a dialog), ``denied_lines`` (lines the
+    caller has no rights on: their chats look unknown), ``move_to`` / ``redirected``.
     """
 
     def __init__(
@@ -421,12 +540,23 @@ class PortalSimulator:
         latency_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         oauth_tokens: Iterable[str] | None = None,
+        scopes: Iterable[str] = DEFAULT_SCOPES,
+        webhook_user_name: str = "Webhook User",
     ) -> None:
         self.operators: dict[int, SimOperator] = {op.id: op for op in operators}
         self.queues: dict[int, SimQueue] = {q.id: q for q in queues}
         self.dialogs: dict[int, SimDialog] = {d.chat_id: d for d in dialogs}
         self.webhook_user_id = webhook_user_id
+        self.webhook_user_name = webhook_user_name
         self.webhook_code = webhook_code
+        self.scopes: set[str] = set(scopes)
+        self.denied_lines: set[int] = set()
+        self.moves: list[tuple[int, str, int]] = []
+        """(chat_id, "user" | "queue", id) of every transfer that changed a dialog."""
+        self.redirected = 0
+        """How many requests the moved portal answered with a redirect."""
+        self._moved_to: tuple[str, int] | None = None
+        self._late: set[asyncio.Task[ExecResult]] = set()
         self.leak_per_s = leak_per_s
         self.burst = burst
         self.latency_s = latency_s
@@ -438,10 +568,10 @@ class PortalSimulator:
         self._bucket = 0.0
         self._bucket_at: float | None = None
         self._faults: list[_FaultSlot] = []
-        self._created: dict[int, str] = {}
+        self._created: dict[int, float] = {}
         now = time.time()
         for chat_id in self.dialogs:
-            self._created[chat_id] = _iso(now - 3600)
+            self._created[chat_id] = now - 3600
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -450,10 +580,17 @@ class PortalSimulator:
             "imopenlines.dialog.get": self._dialog_get,
             "imopenlines.operator.transfer": self._transfer,
             "imopenlines.operator.another.finish": self._another_finish,
-            "user.get": self._user_get,
             "imopenlines.config.list.get": self._config_list_get,
+            "user.get": self._user_get,
+            "profile": self._profile,
+            "scope": self._scope,
         }
-        self.app = web.Application()
+
+        @web.middleware
+        async def redirect(request: web.Request, handler: Handler) -> web.StreamResponse:
+            return await self._redirect_middleware(request, handler)
+
+        self.app = web.Application(middlewares=[redirect])
         route = "/rest/{user_id}/{code}/{method}"
         self.app.router.add_get(route, self._handle, allow_head=False)
         self.app.router.add_post(route, self._handle)
@@ -474,8 +611,14 @@ class PortalSimulator:
         return self._url
 
     async def close(self) -> None:
-        """Stop serving; requests held by delays are released at once."""
+        """Stop serving; requests held by delays are released at once, late applies that
+        have not run yet never will."""
         self._closing.set()
+        late, self._late = set(self._late), set()
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.gather(*late, return_exceptions=True)
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -538,10 +681,16 @@ class PortalSimulator:
 
     # --- test helpers ----------------------------------------------------------------------
 
-    def inject(self, method: str | None, fault: Fault, times: int = 1) -> None:
-        """Queue ``fault`` for the next ``times`` requests to ``method`` (None = any method)."""
+    def inject(
+        self, method: str | None, fault: Fault, times: int = 1, *, carrying: str | None = None
+    ) -> None:
+        """Queue ``fault`` for the next ``times`` requests to ``method`` (None = any method).
+
+        ``carrying`` narrows a ``batch`` fault to batches with that inner method, so a
+        start-up check or a plain look does not use up a fault meant for a transfer.
+        """
         if times > 0:
-            self._faults.append(_FaultSlot(method, fault, times))
+            self._faults.append(_FaultSlot(method, fault, times, carrying))
 
     @property
     def pending_faults(self) -> int:
@@ -557,7 +706,44 @@ class PortalSimulator:
         """Recorded calls of one method (batch commands included)."""
         return [call for call in self.calls if call.method == method]
 
+    def move_to(self, new_base_url: str | None, status: int = 301) -> None:
+        """Play a portal that moved: every request now gets ``status`` with ``Location:
+        <new_base_url><path and query>`` and nothing runs (no method, no leaky bucket).
+        ``None`` stops it."""
+        if new_base_url is None:
+            self._moved_to = None
+            return
+        if status not in REDIRECT_STATUSES:
+            raise ValueError(f"redirect status must be one of {sorted(REDIRECT_STATUSES)}")
+        self._moved_to = (new_base_url.rstrip("/"), status)
+
+    @property
+    def moved_to(self) -> str | None:
+        """The base URL redirects point to, or None when the portal answers normally."""
+        return None if self._moved_to is None else self._moved_to[0]
+
     # --- HTTP plumbing ---------------------------------------------------------------------
+
+    async def _redirect_middleware(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        """In redirect mode answer every request (any path, any verb) with the redirect."""
+        if self._moved_to is None:
+            return await handler(request)
+        base, status = self._moved_to
+        self.redirected += 1
+        location = f"{base}{request.path_qs}"
+        title = html.escape(f"{status} {HTTPStatus(status).phrase}")
+        page = (
+            f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+            f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n"
+        )
+        return web.Response(
+            status=status,
+            body=page.encode(),
+            headers={"Location": location, "Content-Type": HTML_CONTENT_TYPE},
+        )
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         """Serve ``/rest/{user_id}/{code}/{method}[.json]``."""
@@ -596,25 +782,57 @@ class PortalSimulator:
         token: str | None = None,
     ) -> web.StreamResponse:
         """Run an authorized call: play a queued fault or the method, record it, answer."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         method = request.match_info["method"].lower().removesuffix(".json")
-        fault = self._take_fault(method)
+        fault = self._take_fault(method, params)
         call = PortalCall(method, params, 0, None, arrived, fault=fault, token=token)
         self.calls.append(call)
         run = fault is None or fault.apply or fault.action == "normal"
+        late = run and fault is not None and fault.apply_after_s > 0
+        call.applied = run and not late
         outcome = _Outcome(0)
-        if run:
+        if late and fault is not None:
+            task = self._apply_later(call, method, params, arrived, fault.apply_after_s)
+            if fault.action == "normal":
+                # asyncio.wait: if this handler is cancelled, the apply still happens.
+                await asyncio.wait({task})
+                if task.cancelled():  # the simulator is closing
+                    outcome = _Outcome(0, drop=True)
+                else:
+                    status, body = task.result()
+                    outcome = _Outcome(status, body)
+        elif run:
             status, body = self._execute(method, params, arrived=arrived)
             outcome = _Outcome(status, body)
-        call.applied = run
         if fault is not None:
             if fault.action == "drop":
                 outcome = _Outcome(0, drop=True)
             elif fault.action == "respond":
                 outcome = _Outcome(fault.status, raw=fault.body, content_type=fault.content_type)
             outcome.delay_s = fault.delay_s
+            if late:  # the delay counts from the arrival
+                outcome.delay_s = max(0.0, fault.delay_s - (loop.time() - started))
         call.status = outcome.status
         call.body = _recorded_body(outcome)
         return await self._send(request, outcome)
+
+    def _apply_later(
+        self, call: PortalCall, method: str, params: dict[str, Any], arrived: float, after: float
+    ) -> asyncio.Task[ExecResult]:
+        """Run the method ``after`` seconds from now in a task of its own (not the handler's,
+        so a client hanging up does not stop it); ``close`` cancels what has not run yet."""
+
+        async def apply() -> ExecResult:
+            await asyncio.sleep(after)
+            result = self._execute(method, params, arrived=arrived)
+            call.applied = True
+            return result
+
+        task = asyncio.create_task(apply())
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+        return task
 
     async def _no_auth(self, request: web.Request) -> web.StreamResponse:
         """Any other ``/rest/...`` path: no webhook credentials in it."""
@@ -666,10 +884,12 @@ class PortalSimulator:
         self._bucket += 1
         return True
 
-    def _take_fault(self, method: str) -> Fault | None:
-        """Pop the first queued fault that matches ``method``."""
+    def _take_fault(self, method: str, params: dict[str, Any]) -> Fault | None:
+        """Pop the first queued fault that matches ``method`` (and what the batch carries)."""
         for index, slot in enumerate(self._faults):
-            if slot.method is None or slot.method.lower() == method:
+            if slot.method is not None and slot.method.lower() != method:
+                continue
+            if slot.carrying is None or slot.carrying.lower() in _inner_methods(params):
                 slot.left -= 1
                 if slot.left <= 0:
                     del self._faults[index]
@@ -692,6 +912,9 @@ class PortalSimulator:
                 impl = self._methods.get(method)
                 if impl is None:
                     raise _MethodError("ERROR_METHOD_NOT_FOUND")
+                scope = _METHOD_SCOPES.get(method)
+                if scope is not None and scope not in self.scopes:
+                    raise _MethodError("insufficient_scope")
                 result = impl(params)
         except _MethodError as exc:
             return exc.status, dict(exc.body)
@@ -707,13 +930,7 @@ class PortalSimulator:
 
     def _batch(self, params: dict[str, Any], arrived: float) -> dict[str, Any]:
         """``batch``: run up to 50 ``method?QUERY`` commands; errors go to ``result_error``."""
-        cmd = params.get("cmd")
-        if isinstance(cmd, list):
-            commands = [(str(i), c) for i, c in enumerate(cmd)]
-        elif isinstance(cmd, dict):
-            commands = [(str(k), c) for k, c in cmd.items()]
-        else:
-            commands = []
+        commands = _batch_commands(params)
         halt = _truthy(params.get("halt", 0))
         results: dict[str, Any] = {}
         errors: dict[str, Any] = {}
@@ -754,25 +971,39 @@ class PortalSimulator:
             "result_time": part(times),
         }
 
+    def _find(self, chat_id: int | None) -> SimDialog | None:
+        """The access check: the open-line dialog ``chat_id`` if the caller may touch it."""
+        dialog = self.dialogs.get(chat_id) if chat_id is not None else None
+        if dialog is None or dialog.line_id in self.denied_lines:
+            return None
+        return dialog
+
+    def _entity_data_1(self, dialog: SimDialog) -> str:
+        """``CRM|CRM_ENTITY_TYPE|CRM_ENTITY_ID|PAUSE|WAIT_ACTION|SESSION_ID|DATE_CREATE|LINE_ID|
+        BLOCK_DATE|BLOCK_REASON``: the session is 0 once closed, the line is the current one."""
+        session = 0 if dialog.closed else dialog.session_id
+        created = int(self._created.setdefault(dialog.chat_id, time.time()))
+        return f"N|NONE|0|N|N|{session}|{created}|{dialog.line_id}|0|0"
+
     def _dialog_get(self, params: dict[str, Any]) -> dict[str, Any]:
         """``imopenlines.dialog.get`` by CHAT_ID, DIALOG_ID, SESSION_ID or USER_CODE."""
         dialog: SimDialog | None = None
         if _is_set(params, "CHAT_ID"):
-            chat_id = _positive_int(params["CHAT_ID"])
-            dialog = self.dialogs.get(chat_id) if chat_id is not None else None
+            dialog = self._find(_positive_int(params["CHAT_ID"]))
         elif _is_set(params, "DIALOG_ID"):
             raw = str(params["DIALOG_ID"])
-            chat_id = _positive_int(raw[4:]) if raw.startswith("chat") else None
-            dialog = self.dialogs.get(chat_id) if chat_id is not None else None
+            dialog = self._find(_positive_int(raw[4:]) if raw.startswith("chat") else None)
         elif _is_set(params, "SESSION_ID"):
             session_id = _positive_int(params["SESSION_ID"])
-            dialog = next((d for d in self.dialogs.values() if d.session_id == session_id), None)
+            found = next((d for d in self.dialogs.values() if d.session_id == session_id), None)
+            dialog = self._find(found.chat_id if found is not None else None)
         elif _is_set(params, "USER_CODE"):
             code = str(params["USER_CODE"])
-            dialog = next((d for d in self.dialogs.values() if d.entity_id == code), None)
+            found = next((d for d in self.dialogs.values() if d.entity_id == code), None)
+            dialog = self._find(found.chat_id if found is not None else None)
         if dialog is None:
             raise _MethodError("ACCESS_ERROR")
-        created = self._created.setdefault(dialog.chat_id, _iso(time.time()))
+        entity_data_1 = self._entity_data_1(dialog)
         return {
             "id": dialog.chat_id,
             "name": dialog.name,
@@ -780,88 +1011,99 @@ class PortalSimulator:
             "type": "lines",
             "entity_type": "LINES",
             "entity_id": dialog.entity_id,
-            "manager_list": [dialog.owner] if dialog.owner else [],
-            "date_create": created,
+            "entity_data_1": entity_data_1,
+            "manager_list": dialog.managers,
+            "date_create": _iso(self._created[dialog.chat_id]),
             "dialog_id": f"chat{dialog.chat_id}",
         }
 
     def _transfer(self, params: dict[str, Any]) -> bool:
-        """``imopenlines.operator.transfer`` to an operator (USER_ID) or a line (QUEUE_ID)."""
+        """``imopenlines.operator.transfer`` to a user (USER_ID) or a line (QUEUE_ID).
+
+        Parameter errors, then the access check (``OPERATOR_WRONG``); past it the answer is
+        ``true`` even when the move itself does nothing (see :meth:`_move`).
+        """
         chat_id = _positive_int(params.get("CHAT_ID"))
         if chat_id is None:
             raise _MethodError("CHAT_ID_EMPTY")
-        targets: set[tuple[str, int]] = set()
-        if _is_set(params, "USER_ID"):
-            user_id = _positive_int(params["USER_ID"])
-            if user_id is None:
-                raise _MethodError("USER_ID_EMPTY")
-            targets.add(("user", user_id))
-        if _is_set(params, "QUEUE_ID"):
-            queue_id = _positive_int(params["QUEUE_ID"])
-            if queue_id is None:
-                raise _MethodError("QUEUE_ID_EMPTY")
-            targets.add(("queue", queue_id))
-        if _is_set(params, "TRANSFER_ID"):
+        kind: str
+        if _is_set(params, "USER_ID"):  # USER_ID wins over QUEUE_ID and TRANSFER_ID
+            kind, target = "user", _positive_int(params["USER_ID"])
+        elif _is_set(params, "QUEUE_ID"):
+            kind, target = "queue", _positive_int(params["QUEUE_ID"])
+        elif _is_set(params, "TRANSFER_ID"):
             raw = params["TRANSFER_ID"]
             if isinstance(raw, str) and raw.strip().startswith("queue"):
-                queue_id = _positive_int(raw.strip()[5:])
-                if queue_id is None:
-                    raise _MethodError("QUEUE_ID_EMPTY")
-                targets.add(("queue", queue_id))
+                kind, target = "queue", _positive_int(raw.strip()[5:])
             else:
-                user_id = _positive_int(raw)
-                if user_id is None:
-                    raise _MethodError("USER_ID_EMPTY")
-                targets.add(("user", user_id))
-        if not targets:
+                kind, target = "user", _positive_int(raw)
+        else:
             raise _MethodError("TRANSFER_ID_EMPTY")
-        dialog = self.dialogs.get(chat_id)
-        if len(targets) > 1 or dialog is None or dialog.closed:
+        if target is None:
+            raise _MethodError("USER_ID_EMPTY" if kind == "user" else "QUEUE_ID_EMPTY")
+        dialog = self._find(chat_id)
+        if dialog is None or (kind == "user" and target == self.webhook_user_id):
             raise _MethodError("OPERATOR_WRONG")
-        kind, target = targets.pop()
+        self._move(dialog, kind, target)
+        return True
+
+    def _move(self, dialog: SimDialog, kind: str, target: int) -> None:
+        """What the portal does after answering ``true``: maybe nothing at all."""
+        if dialog.locked or dialog.closed:  # another transfer holds the lock / no session
+            return
         if kind == "user":
-            operator = self.operators.get(target)
-            if (
-                operator is None
-                or not operator.active
-                or target == dialog.owner
-                or target == self.webhook_user_id
-            ):
-                raise _MethodError("OPERATOR_WRONG")
+            user = self.operators.get(target)
+            # Extranet, bot and connector users are refused silently; an unknown or
+            # inactive user is modelled on them (the portal finds no operator to add).
+            if user is None or not user.active or user.kind != "employee":
+                return
+            if dialog.owner == target:  # re-added: only the customer's chat shows it
+                dialog.system_messages.append(f"transferred to {target}")
+                return
             dialog.owner = target
+            dialog.manager_list = [target]
         else:
             if target not in self.queues:
-                raise _MethodError("OPERATOR_WRONG")
-            dialog.line_id = target
+                return
+            if dialog.owner == 0 and dialog.line_id == target:
+                dialog.system_messages.append(f"transferred to queue {target}")
+                return
             dialog.owner = 0
-        return True
+            dialog.manager_list = []
+            dialog.line_id = target
+        self.moves.append((dialog.chat_id, kind, target))
 
     def _another_finish(self, params: dict[str, Any]) -> bool:
         """``imopenlines.operator.another.finish``: close the dialog whoever holds it."""
         chat_id = _positive_int(params.get("CHAT_ID"))
         if chat_id is None:
             raise _MethodError("CHAT_ID")
-        dialog = self.dialogs.get(chat_id)
-        if dialog is None or dialog.closed:
+        dialog = self._find(chat_id)
+        if dialog is None:
             raise _MethodError("ACCESS_DENIED", status=400)
-        dialog.closed = True
-        dialog.owner = 0
+        if not dialog.closed:
+            dialog.closed = True
+            dialog.owner = 0
+            dialog.manager_list = []
         return True
 
     def _user_get(self, params: dict[str, Any]) -> _Page:
-        """``user.get``: operators, 50 a page, ``FILTER`` on ``ACTIVE`` and ``ID``."""
+        """``user.get``: employees and extranet users, 50 a page, ``FILTER`` on ``ACTIVE``,
+        ``USER_TYPE`` and ``ID`` (bots and connector users are never listed)."""
         flt = params.get("FILTER")
         flt = flt if isinstance(flt, dict) else {}
-        users = sorted(self.operators.values(), key=lambda op: op.id)
+        users = sorted(
+            (op for op in self.operators.values() if op.kind in ("employee", "extranet")),
+            key=lambda op: op.id,
+        )
         if _is_set(flt, "ACTIVE"):
             wanted = _truthy(flt["ACTIVE"])
             users = [op for op in users if op.active == wanted]
+        if _is_set(flt, "USER_TYPE"):
+            types = {str(t).strip().lower() for t in _values(flt["USER_TYPE"])}
+            users = [op for op in users if op.kind in types]
         if _is_set(flt, "ID"):
-            ids = flt["ID"]
-            values = (
-                ids.values() if isinstance(ids, dict) else ids if isinstance(ids, list) else [ids]
-            )
-            id_set = {_as_int(i) for i in values}
+            id_set = {_as_int(i) for i in _values(flt["ID"])}
             users = [op for op in users if op.id in id_set]
         start = max(0, _as_int(params.get("start")) or 0)
         page = users[start : start + LIST_PAGE_SIZE]
@@ -875,10 +1117,28 @@ class PortalSimulator:
                     "NAME": first,
                     "LAST_NAME": last,
                     "IS_ONLINE": "Y" if op.active else "N",
+                    "USER_TYPE": op.kind,
                 }
             )
         following = start + LIST_PAGE_SIZE
         return _Page(items, len(users), following if following < len(users) else None)
+
+    def _profile(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``profile``: the webhook's own user (an administrator)."""
+        first, _, last = self.webhook_user_name.partition(" ")
+        return {
+            "ID": str(self.webhook_user_id),
+            "ADMIN": True,
+            "NAME": first,
+            "LAST_NAME": last,
+            "PERSONAL_GENDER": "",
+            "TIME_ZONE": "",
+            "TIME_ZONE_OFFSET": 0,
+        }
+
+    def _scope(self, params: dict[str, Any]) -> list[str]:
+        """``scope``: the scopes granted to the caller."""
+        return sorted(self.scopes)
 
     def _config_list_get(self, params: dict[str, Any]) -> list[dict[str, Any]]:
         """``imopenlines.config.list.get``: lines with ``PARAMS.limit``/``offset``."""
