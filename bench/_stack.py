@@ -165,7 +165,11 @@ async def polling(
     seen = len(telegram.calls_to("getUpdates"))
     task = asyncio.create_task(
         dispatcher.start_polling(
-            bot, handle_signals=False, polling_timeout=polling_timeout, **workflow_data
+            bot,
+            handle_as_tasks=False,  # as App.poll: the inbox keeps each update first
+            handle_signals=False,
+            polling_timeout=polling_timeout,
+            **workflow_data,
         ),
         name="bench-polling",
     )
@@ -200,7 +204,7 @@ class Stack:
             )
         except TimeoutError:
             return False
-        return await self.app.in_flight.wait_idle(timeout)
+        return await self.app.inbox.wait_idle(timeout)
 
 
 @asynccontextmanager

@@ -96,12 +96,12 @@ async def run(quick: bool = False) -> dict[str, Any]:
             while loop.time() < ends:
                 if all_replied_at is None and replies() >= handoffs:
                     all_replied_at = time.perf_counter() - started
-                if tg.pending_updates == 0 and await stack.app.in_flight.wait_idle(
+                if tg.pending_updates == 0 and await stack.app.inbox.wait_idle(
                     max(0.1, min(5.0, ends - loop.time()))
                 ):
                     # idle twice, a moment apart: nothing was between two polls
                     await asyncio.sleep(0.3)
-                    if tg.pending_updates == 0 and await stack.app.in_flight.wait_idle(0.01):
+                    if tg.pending_updates == 0 and await stack.app.inbox.wait_idle(0.01):
                         settled = True
                         break
                 else:

@@ -32,20 +32,21 @@ from bot.bitrix24.client import BitrixClient
 from bot.config import Config, ConfigError, load_config
 from bot.flood_control import FloodWait, Pacing
 from bot.handoff import Handoff
+from bot.inbox import Inbox
 from bot.messages import LANGS, Messages
 from bot.portal_check import check_in_background, stop_check
 from bot.reload import describe_changes, swappable
 from bot.services import Services
 from bot.yamlsource import Problem
 from handlers import build_router
-from handlers.middlewares import CurrentServices, ExactlyOnce, InFlight
+from handlers.middlewares import CurrentServices, Intake
 
 log = logging.getLogger(__name__)
+SHUTDOWN_GRACE_S = 30.0
 
 # the "/" menu: everything in private chats; in groups only what makes sense in front of a team
 PRIVATE_COMMANDS = ("transfer", "finish", "history", "operators", "queues", "help", "reload")
 GROUP_COMMANDS = ("transfer", "finish", "history", "help")
-SHUTDOWN_GRACE_S = 30.0
 
 
 class BotPoster:
@@ -91,7 +92,7 @@ class App:
     config: Config
     dispatcher: Dispatcher
     client: BitrixClient
-    in_flight: InFlight
+    inbox: Inbox
     services: Services
     poster: BotPoster
     path: Path | None = None  # the config file, for reloads
@@ -102,6 +103,18 @@ class App:
     async def close(self) -> None:
         """Close the Bitrix24 session (aiogram closes the bot's own)."""
         await self.client.close()
+
+    async def poll(
+        self, bot: Bot, *, handle_signals: bool = True, polling_timeout: int = 10
+    ) -> None:
+        """Poll Telegram until stopped. Each update is kept in the inbox before the next
+        ``getUpdates`` confirms it (the inbox then carries it out in a task of its own)."""
+        await self.dispatcher.start_polling(
+            bot,
+            handle_as_tasks=False,
+            handle_signals=handle_signals,
+            polling_timeout=polling_timeout,
+        )
 
     async def reload(self) -> list[str]:
         """Read the config file again and swap in what it says; returns what changed.
@@ -145,13 +158,12 @@ def build_app(
     poster = BotPoster()
     services = Services.build(config, Handoff(client), poster)
     messages = services.replies.messages
-    in_flight = InFlight()
     dispatcher = Dispatcher()
-    app = App(config, dispatcher, client, in_flight, services, poster, path, env)
+    inbox = Inbox(dispatcher, services.storage)  # the storage outlives reloads
+    app = App(config, dispatcher, client, inbox, services, poster, path, env)
     dispatcher["reload"] = app.reload
-    dispatcher.update.outer_middleware(in_flight)
     dispatcher.update.outer_middleware(CurrentServices(lambda: app.services))
-    dispatcher.update.outer_middleware(ExactlyOnce())
+    dispatcher.update.outer_middleware(Intake(inbox))
     dispatcher.include_router(build_router())
 
     async def on_startup(bot: Bot) -> None:
@@ -167,15 +179,17 @@ def build_app(
         log.info("bot @%s started; Bitrix24 at %s", me.username, config.bitrix24.masked_webhook())
         if check_portal:
             app.portal_check = check_in_background(config, path)
+        inbox.sweep_in_background(bot)
 
     async def on_shutdown() -> None:
         await stop_check(app.portal_check)
-        # polling has stopped taking updates; let the ones in hand finish and reply
-        if not await in_flight.wait_idle(SHUTDOWN_GRACE_S):
-            log.warning("stopping with commands still in flight")
+        # no new updates come in now; let the ones in hand finish and reply
+        left = await inbox.stop(SHUTDOWN_GRACE_S)
+        if left:
+            log.warning("stopped with %d update(s) unfinished: the next start finishes them", left)
         if app.services.announcer is not None:
             await app.services.announcer.close()
-        await app.services.storage.close()
+        await app.services.storage.close()  # last: everything above may still write to it
         await app.close()
 
     dispatcher.startup.register(on_startup)
@@ -207,6 +221,6 @@ async def run_polling(config: Config, path: Path | None = None) -> None:
     app = build_app(config, path=path, check_portal=True)
     bot = build_bot(config)
     try:
-        await app.dispatcher.start_polling(bot, handle_signals=True)
+        await app.poll(bot)
     finally:
         await app.close()

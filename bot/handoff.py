@@ -20,6 +20,7 @@ from bot.bitrix24.client import BitrixClient, Dialog, Seen
 from bot.bitrix24.errors import BitrixError
 from bot.command import DialogRef
 from bot.directory import Target
+from bot.inbox import before_write
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class Handoff:
             return Outcome(ref, Status.CLOSED, look)
         async with self._locks.setdefault(look.chat_id, asyncio.Lock()):
             try:
+                await before_write()
                 seen = await self._client.finish(look.chat_id)
             except BitrixError as err:
                 return Outcome(ref, Status.FAILED, look, err)
@@ -155,6 +157,7 @@ class Handoff:
                 # a transfer to the holder is not a no-op: the customer would see a notice
                 return Outcome(ref, Status.ALREADY, dialog)
             try:
+                await before_write()
                 seen = await self._client.transfer(chat_id, target)
             except BitrixError as err:
                 return Outcome(ref, Status.FAILED, dialog, err)

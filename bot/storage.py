@@ -61,12 +61,17 @@ CREATE TABLE IF NOT EXISTS about (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS marks (
-    key TEXT PRIMARY KEY,        -- u:<update_id> | cb:<callback_query_id>
+    key TEXT PRIMARY KEY,        -- u:<bot_id>:<update_id>
     taken_at TEXT NOT NULL,
-    boot TEXT NOT NULL,          -- which run of the bot took it
+    boot TEXT NOT NULL,          -- which run of the bot holds it
     done INTEGER NOT NULL DEFAULT 0
 );
 """
+# the inbox columns, added to databases written before the inbox existed
+_INBOX_COLUMNS = {
+    "payload": "TEXT",  # the update as Telegram sent it (JSON), to finish it after a crash
+    "sent": "INTEGER NOT NULL DEFAULT 0",  # 1 once a write to Bitrix24 may have gone out
+}
 
 
 def utc_now() -> datetime:
@@ -108,7 +113,8 @@ class Mark(StrEnum):
     NEW = "new"  # first time: carry it out
     DONE = "done"  # carried out already: a redelivery, drop it
     RUNNING = "running"  # being carried out right now (here, or by another instance): drop it
-    CUT_OFF = "cut_off"  # an earlier run took it and died before it finished
+    RESUMED = "resumed"  # a run that died had it, before sending anything: carry it out
+    CUT_OFF = "cut_off"  # a run that died had it, and may have sent it: look, never resend
 
 
 class Storage(Protocol):
@@ -121,11 +127,18 @@ class Storage(Protocol):
     async def close(self) -> None:
         """Disconnect."""
 
-    async def take(self, key: str) -> Mark:
-        """Take the mark of an update, atomically, before anything is sent anywhere."""
+    async def take(self, key: str, payload: str) -> Mark:
+        """Take the mark of an update and keep the update (the inbox), atomically, before
+        Telegram is told it arrived; adopts it from a run that died."""
+
+    async def sending(self, key: str) -> None:
+        """A write to Bitrix24 for this update may go out now: never carry it out again."""
 
     async def done(self, key: str) -> None:
         """The update was carried out to the end."""
+
+    async def orphans(self) -> list[tuple[str, str]]:
+        """``(key, payload)`` of the unfinished updates of runs that are gone, oldest first."""
 
     async def record(self, entries: Sequence[AuditEntry]) -> None:
         """Add entries to the audit trail."""
@@ -185,6 +198,10 @@ class SqliteStorage:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(marks)")}
+            for column, kind in _INBOX_COLUMNS.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE marks ADD COLUMN {column} {kind}")
             cutoff = utc_now() - MARKS_KEPT
             self._db.execute("DELETE FROM marks WHERE taken_at < ?", (cutoff.isoformat(),))
             self._db.execute("DELETE FROM pending WHERE created < ?", (cutoff.timestamp(),))
@@ -208,26 +225,52 @@ class SqliteStorage:
 
     # ---- marks ------------------------------------------------------------------------
 
-    async def take(self, key: str) -> Mark:
-        """Take the mark of an update (atomically, before anything is sent anywhere)."""
+    async def take(self, key: str, payload: str) -> Mark:
+        """Take the mark of an update and keep the update, in one statement each; one file
+        serves one running bot, so a mark of another run is a mark of a run that died."""
 
         def take(db: sqlite3.Connection) -> Mark:
             inserted = db.execute(
-                "INSERT OR IGNORE INTO marks (key, taken_at, boot) VALUES (?, ?, ?)",
-                (key, utc_now().isoformat(), self.boot),
+                "INSERT OR IGNORE INTO marks (key, taken_at, boot, payload) VALUES (?, ?, ?, ?)",
+                (key, utc_now().isoformat(), self.boot, payload),
             ).rowcount
             if inserted:
                 return Mark.NEW
-            boot, done = db.execute("SELECT boot, done FROM marks WHERE key = ?", (key,)).fetchone()
+            boot, done, sent = db.execute(
+                "SELECT boot, done, sent FROM marks WHERE key = ?", (key,)
+            ).fetchone()
             if done:
                 return Mark.DONE
-            return Mark.RUNNING if boot == self.boot else Mark.CUT_OFF
+            if boot == self.boot:
+                return Mark.RUNNING
+            adopted = db.execute(
+                "UPDATE marks SET boot = ? WHERE key = ? AND boot = ? AND done = 0",
+                (self.boot, key, boot),
+            ).rowcount
+            if not adopted:
+                return Mark.RUNNING
+            return Mark.CUT_OFF if sent else Mark.RESUMED
 
         return await self._run(take)
+
+    async def sending(self, key: str) -> None:
+        """A write to Bitrix24 for this update may go out now: never carry it out again."""
+        await self._run(lambda db: db.execute("UPDATE marks SET sent = 1 WHERE key = ?", (key,)))
 
     async def done(self, key: str) -> None:
         """The update was carried out to the end."""
         await self._run(lambda db: db.execute("UPDATE marks SET done = 1 WHERE key = ?", (key,)))
+
+    async def orphans(self) -> list[tuple[str, str]]:
+        """The unfinished updates of earlier runs, oldest first."""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT key, payload FROM marks WHERE done = 0 AND boot != ?"
+                " AND payload IS NOT NULL ORDER BY taken_at, rowid",
+                (self.boot,),
+            ).fetchall()
+        )
+        return [(str(key), str(payload)) for key, payload in rows]
 
     # ---- buttons and what messages are about -----------------------------------------
 

@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS marks (
     boot TEXT NOT NULL,
     done BOOLEAN NOT NULL DEFAULT FALSE
 );
+ALTER TABLE marks ADD COLUMN IF NOT EXISTS payload TEXT;
+ALTER TABLE marks ADD COLUMN IF NOT EXISTS sent BOOLEAN NOT NULL DEFAULT FALSE;
+CREATE INDEX IF NOT EXISTS marks_open ON marks (taken_at) WHERE NOT done;
 """
 
 log = logging.getLogger(__name__)
@@ -115,41 +118,71 @@ class PostgresStorage:
         return self._pool
 
     async def close(self) -> None:
-        """Close the pool."""
+        """Say this run is gone (the others adopt what it leaves at once), close the pool."""
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         if self._pool is not None:
+            try:
+                await self._pool.execute("DELETE FROM boots WHERE boot = $1", self.boot)
+            except (asyncpg.PostgresError, OSError) as err:
+                log.warning("could not sign off from the storage: %s", type(err).__name__)
             await self._pool.close()
             self._pool = None
 
-    async def take(self, key: str) -> Mark:
-        """Take the mark of an update; exactly one instance gets NEW."""
+    async def take(self, key: str, payload: str) -> Mark:
+        """Take the mark of an update and keep the update; exactly one instance gets NEW,
+        and exactly one adopts it from a run that died."""
         db = self._db()
         won = await db.fetchval(
-            "INSERT INTO marks (key, taken_at, boot) VALUES ($1, $2, $3)"
+            "INSERT INTO marks (key, taken_at, boot, payload) VALUES ($1, $2, $3, $4)"
             " ON CONFLICT (key) DO NOTHING RETURNING key",
             key,
             utc_now(),
             self.boot,
+            payload,
         )
         if won is not None:
             return Mark.NEW
         row = await db.fetchrow(
-            "SELECT m.done, m.boot = $2 AS mine, b.seen > $3 AS alive FROM marks m"
-            " LEFT JOIN boots b ON b.boot = m.boot WHERE m.key = $1",
+            "SELECT m.done, m.boot, m.sent, m.boot = $2 AS mine, b.seen > $3 AS alive"
+            " FROM marks m LEFT JOIN boots b ON b.boot = m.boot WHERE m.key = $1",
             key,
             self.boot,
             utc_now() - DEAD_AFTER,
         )
         if row is None or row["done"]:
             return Mark.DONE
-        # on it right now, here or in another live instance; or its run died mid-way
-        return Mark.RUNNING if row["mine"] or row["alive"] else Mark.CUT_OFF
+        if row["mine"] or row["alive"]:
+            return Mark.RUNNING  # on it right now, here or in another live instance
+        adopted = await db.fetchval(
+            "UPDATE marks SET boot = $1 WHERE key = $2 AND boot = $3 AND NOT done RETURNING key",
+            self.boot,
+            key,
+            row["boot"],
+        )
+        if adopted is None:
+            return Mark.RUNNING  # another instance adopted it first
+        return Mark.CUT_OFF if row["sent"] else Mark.RESUMED
+
+    async def sending(self, key: str) -> None:
+        """A write to Bitrix24 for this update may go out now: never carry it out again."""
+        await self._db().execute("UPDATE marks SET sent = TRUE WHERE key = $1", key)
 
     async def done(self, key: str) -> None:
         """The update was carried out to the end."""
         await self._db().execute("UPDATE marks SET done = TRUE WHERE key = $1", key)
+
+    async def orphans(self) -> list[tuple[str, str]]:
+        """The unfinished updates of runs whose heartbeat stopped, oldest first."""
+        rows = await self._db().fetch(
+            "SELECT m.key, m.payload FROM marks m LEFT JOIN boots b ON b.boot = m.boot"
+            " WHERE NOT m.done AND m.payload IS NOT NULL AND m.boot != $1"
+            " AND (b.seen IS NULL OR b.seen <= $2) ORDER BY m.taken_at",
+            self.boot,
+            utc_now() - DEAD_AFTER,
+        )
+        return [(str(row["key"]), str(row["payload"])) for row in rows]
 
     async def put_pending(self, key: str, data: str, created: float) -> None:
         """Store (or replace, unclaimed) what a message's buttons stand for."""

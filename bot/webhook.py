@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import time
 from datetime import UTC, datetime
@@ -12,11 +13,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiogram import Bot
+from aiogram.types import Update
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
 from aiohttp import web
+from pydantic import ValidationError
 
 from bot.app import App, build_app, build_bot
 from bot.config import Config
+
+log = logging.getLogger(__name__)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -27,12 +32,32 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class UpdateHandler(SimpleRequestHandler):
+    """aiogram's webhook handler, answering 200 only once the update is in the inbox (the
+    inbox carries it out in the background), and 400 to a body that is not an update."""
+
+    def __init__(self, app: App, bot: Bot, secret: str) -> None:
+        # not handle_in_background: aiogram's background mode answers before anything is kept
+        super().__init__(app.dispatcher, bot, handle_in_background=False, secret_token=secret)
+
+    async def _handle_request(self, bot: Bot, request: web.Request) -> web.Response:
+        try:
+            update = Update.model_validate(
+                await request.json(loads=bot.session.json_loads), context={"bot": bot}
+            )
+        except (ValueError, ValidationError) as err:  # JSONDecodeError is a ValueError
+            log.warning("webhook: a request that is not an update (%s): 400", type(err).__name__)
+            return web.Response(status=400, text="Bad Request: not a Telegram update")
+        await self.dispatcher.feed_update(bot, update, **self.data)
+        return web.json_response({})
+
+
 def build_web_app(app: App, bot: Bot, path: str, secret: str) -> web.Application:
     """The aiohttp application: updates at ``path`` (secret checked: 401 otherwise), and
     ``/healthz``."""
     started = time.monotonic()
     web_app = web.Application()
-    SimpleRequestHandler(app.dispatcher, bot, secret_token=secret).register(web_app, path=path)
+    UpdateHandler(app, bot, secret).register(web_app, path=path)
 
     async def healthz(_: web.Request) -> web.Response:
         last = app.client.last_call

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiogram import BaseMiddleware
-from aiogram.types import CallbackQuery, Message, TelegramObject, Update
+from aiogram import BaseMiddleware, Bot
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update
 
 from bot.access import Verdict
-from bot.command import DialogKind, UsageError, parse_finish, parse_transfer
+from bot.command import DialogKind, DialogRef, UsageError, parse_finish, parse_transfer
+from bot.inbox import Delivery, Inbox, update_key
 from bot.messages import Html, Lang, pick_language
+from bot.pending import Action
 from bot.services import Services
 from bot.storage import AuditEntry, Mark, utc_now
+from handlers.keyboards import ConfirmTap, DialogTap, RetryTap, TargetTap
 from handlers.respond import respond
 
 log = logging.getLogger(__name__)
@@ -70,35 +75,8 @@ class AccessMiddleware(BaseMiddleware):
         return None
 
 
-class InFlight(BaseMiddleware):
-    """Counts updates being handled, so a graceful stop can wait for them to finish."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        self._count += 1
-        self._idle.clear()
-        try:
-            return await handler(event, data)
-        finally:
-            self._count -= 1
-            if self._count == 0:
-                self._idle.set()
-
-    async def wait_idle(self, limit_s: float) -> bool:
-        """Wait until nothing is being handled; False if ``limit_s`` passed first."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), limit_s)
-        except TimeoutError:
-            return False
-        return True
-
-
 _ACTS = ("/transfer", "/finish")  # commands that change something in Bitrix24
-_ACTING_TAPS = ("t:", "d:", "ok")  # taps that do
+_ACTING_TAPS = frozenset(tap.__prefix__ for tap in (TargetTap, DialogTap, ConfirmTap, RetryTap))
 
 
 def _acts(update: Update) -> bool:
@@ -106,65 +84,129 @@ def _acts(update: Update) -> bool:
         word = update.message.text.split(maxsplit=1)[0].split("@", 1)[0].lower()
         return word in _ACTS
     if update.callback_query is not None and update.callback_query.data:
-        return update.callback_query.data.startswith(_ACTING_TAPS)
+        return update.callback_query.data.split(":", 1)[0] in _ACTING_TAPS
     return False
 
 
-def _duplicate(update: Update, services: Services) -> AuditEntry:
-    """The audit entry of a redelivery that was not carried out again."""
-    event = update.message or update.callback_query
-    user_id = event.from_user.id if event and event.from_user else 0
+@dataclass(frozen=True)
+class _Command:
+    """What an acting update asks for, as far as the audit trail and a notice need it."""
+
+    action: str  # transfer | finish | tap
+    dialogs: tuple[DialogRef, ...]
+    target: str  # user:15 | queue:3 | - (finish, or unknown)
+
+    def entries(self, update: Update, outcome: str) -> list[AuditEntry]:
+        """One audit entry per dialog (one with "-" when none is known)."""
+        event = update.message or update.callback_query
+        user_id = event.from_user.id if event and event.from_user else 0
+        chat = _chat_of(update)
+        words = [str(ref) for ref in self.dialogs] or ["-"]
+        return [
+            AuditEntry(
+                utc_now(),
+                user_id,
+                chat.id if chat else 0,
+                self.action,
+                word,
+                self.target,
+                outcome,
+                0,
+                update.update_id,
+            )
+            for word in words
+        ]
+
+
+def _chat_of(update: Update) -> Chat | None:
+    if update.message is not None:
+        return update.message.chat
+    query = update.callback_query
+    if query is not None and isinstance(query.message, Message):
+        return query.message.chat
+    return None
+
+
+async def _command(update: Update, services: Services) -> _Command:
+    """What an acting update asks for: parsed from a command's text, or for a tap, what the
+    tapped message's buttons (or, once they are gone, the message) are about."""
     message = update.message
-    chat_id = message.chat.id if message else 0
-    action, dialog, target = "tap", "-", "-"
     if message is not None and message.text:
         word, _, args = message.text.partition(" ")
         action = word.lstrip("/").split("@", 1)[0].lower()
         bare = DialogKind(services.config.dialog_numbers)
         try:
             if action == "finish":
-                refs = parse_finish(args, bare)
-            else:
-                parsed = parse_transfer(args, bare)
-                refs, target = parsed.dialogs, parsed.target or "-"
-            dialog = ",".join(str(ref) for ref in refs) or "-"
+                return _Command(action, parse_finish(args, bare), "-")
+            parsed = parse_transfer(args, bare)
+            return _Command(action, parsed.dialogs, parsed.target or "-")
         except UsageError:
-            pass
-    return AuditEntry(
-        utc_now(), user_id, chat_id, action, dialog, target, "DUPLICATE", 0, update.update_id
-    )
+            return _Command(action, (), "-")
+    query = update.callback_query
+    if query is None or not isinstance(query.message, Message):
+        return _Command("tap", (), "-")
+    key = (query.message.chat.id, query.message.message_id)
+    pending = await services.pending.get(key)
+    if pending is None:
+        return _Command("tap", await services.pending.about(key), "-")
+    action = "finish" if pending.action is Action.CONFIRM_FINISH else "transfer"
+    target = pending.target.ref if pending.target else "-"
+    return _Command(action, pending.dialogs, target)
 
 
-class ExactlyOnce(BaseMiddleware):
-    """Carries each update out once, across restarts and redeliveries.
+class Intake(BaseMiddleware):
+    """Keeps each update in the inbox, then carries it out once, across crashes and
+    redeliveries.
 
-    The update's mark is taken in storage before any handler runs, so before any REST call.
-    A redelivery of an update carried out (or being carried out) is dropped quietly; one that
-    an earlier run took and died on is not run again: the supervisor is told, with the state
-    of the dialogs now. A command older than ``stale_after_min`` (sent while the bot was down)
-    is not carried out either: "send it again".
+    First pass (from polling or the webhook): the update and its mark go to storage, and a
+    task of the inbox carries it out; only then does Telegram hear it arrived (polling reads
+    on, the webhook answers 200). Second pass (in that task, ``delivery`` set): a command a
+    dead run may have sent is not sent again: the supervisor is told, with the dialogs as they
+    are now; one older than ``stale_after_min`` (sent while the bot was down) is not carried
+    out: "send it again". A redelivery of an update taken already is dropped quietly.
     """
+
+    def __init__(self, inbox: Inbox) -> None:
+        self._inbox = inbox
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         if not isinstance(event, Update):
             return await handler(event, data)
         services: Services = data["services"]
-        key = f"u:{event.update_id}"
-        mark = await services.storage.take(key)
+        delivery: Delivery | None = data.get("delivery")
+        if delivery is not None:
+            return await self._carry_out(handler, event, data, delivery)
+        bot: Bot = data["bot"]
+        key = update_key(bot.id, event.update_id)
+        payload = event.model_dump_json(exclude_unset=True, exclude_none=True)
+        mark = await services.storage.take(key, payload)
         if mark in (Mark.DONE, Mark.RUNNING):
             log.info("update %s delivered again: dropped", event.update_id)
             if _acts(event):
-                await services.storage.record([_duplicate(event, services)])
+                command = await _command(event, services)
+                await services.storage.record(command.entries(event, "DUPLICATE")[:1])
             return None
-        try:
-            if _acts(event) and mark is Mark.CUT_OFF:
-                await self._tell_cut_off(event, services)
-                return None
-            if _acts(event) and await self._stale(event, services):
-                return None
+        self._inbox.start(bot, event, Delivery(key, mark))
+        return None
+
+    async def _carry_out(
+        self, handler: Handler, event: Update, data: dict[str, Any], delivery: Delivery
+    ) -> Any:
+        services: Services = data["services"]
+        if not _acts(event) or not self._allowed(event, services):
             return await handler(event, data)
-        finally:
-            await services.storage.done(key)
+        # a tap's buttons were claimed by the run that died: it cannot be resumed
+        cut_off = delivery.mark is Mark.CUT_OFF or (
+            delivery.mark is Mark.RESUMED and event.callback_query is not None
+        )
+        if cut_off:
+            await self._tell_cut_off(event, services)
+            return None
+        if event.message is not None and await self._stale(event.message, services):
+            command = await _command(event, services)
+            await services.storage.record(command.entries(event, "STALE"))
+            return None
+        return await handler(event, data)
 
     @staticmethod
     def _lang(event: Update, services: Services) -> Lang:
@@ -176,54 +218,42 @@ class ExactlyOnce(BaseMiddleware):
 
     @staticmethod
     def _allowed(event: Update, services: Services) -> bool:
-        message = event.message
-        if message is None or message.from_user is None:
+        origin = event.message or event.callback_query
+        chat = _chat_of(event)
+        if origin is None or origin.from_user is None or chat is None:
             return False
         verdict = services.access.decide(
-            message.from_user.id, message.chat.id, private=message.chat.type == "private"
+            origin.from_user.id, chat.id, private=chat.type == "private"
         )
         return verdict is Verdict.ALLOW
 
-    async def _stale(self, event: Update, services: Services) -> bool:
-        message = event.message
-        if message is None or not self._allowed(event, services):
-            return False
+    async def _stale(self, message: Message, services: Services) -> bool:
         age_min = (datetime.now(UTC) - message.date).total_seconds() / 60
         if age_min <= services.config.stale_after_min:
             return False
-        text = services.replies.messages.text(
-            "stale", self._lang(event, services), minutes=round(age_min)
+        lang = pick_language(
+            services.config.language, message.from_user.language_code if message.from_user else None
         )
+        text = services.replies.messages.text("stale", lang, minutes=round(age_min))
         await respond(message, text)
         return True
 
     async def _tell_cut_off(self, event: Update, services: Services) -> None:
+        """The run that died may have sent it: tell the supervisor, with the dialogs now."""
         log.warning("update %s was cut off by a restart: not run again", event.update_id)
         lang = self._lang(event, services)
-        text = services.replies.messages.text("restarted.cut_off", lang)
-        if event.callback_query is not None:
-            await event.callback_query.answer(text, show_alert=True)
-            return
-        message = event.message
-        if message is None or not self._allowed(event, services):
-            return
-        await respond(message, await self._now(message, services, lang, text))
-
-    @staticmethod
-    async def _now(message: Message, services: Services, lang: Lang, text: Html) -> Html:
-        """The cut-off notice, with what Bitrix24 says of the command's dialogs now."""
-        args = (message.text or "").split(maxsplit=1)[1:]
-        bare = DialogKind(services.config.dialog_numbers)
-        try:
-            if (message.text or "").lower().startswith("/finish"):
-                refs = parse_finish(args[0] if args else None, bare)
-            else:
-                refs = parse_transfer(args[0] if args else None, bare).dialogs
-        except UsageError:
-            return text
-        if not refs:
-            return text
+        command = await _command(event, services)
         replies = services.replies
-        lines = [text, replies.messages.text("restarted.now", lang)]
-        lines += (replies.look_line(look, lang) for look in await services.handoff.look(refs))
-        return Html("\n".join(lines))
+        lines = [replies.messages.text("restarted.cut_off", lang)]
+        if command.dialogs:
+            lines.append(replies.messages.text("restarted.now", lang))
+            looks = await services.handoff.look(command.dialogs)
+            lines += (replies.look_line(look, lang) for look in looks)
+        await services.storage.record(command.entries(event, "CUT_OFF"))
+        query = event.callback_query
+        if query is not None:
+            with contextlib.suppress(TelegramAPIError):  # too old to answer after a restart
+                await query.answer()
+        message = event.message or (query.message if query is not None else None)
+        if isinstance(message, Message):
+            await respond(message, Html("\n".join(lines)))

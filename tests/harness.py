@@ -148,7 +148,7 @@ class Harness:
     async def settle(self) -> None:
         """Wait until the bot has handled every update it was given."""
         await self.telegram.wait_for(lambda: self.telegram.pending_updates == 0)
-        await self.app.in_flight.wait_idle(10.0)
+        await self.app.inbox.wait_idle(10.0)
 
     def rest_calls(self, method: str = "imopenlines.operator.transfer") -> list[dict[str, Any]]:
         """The parameters of every call of ``method`` that reached the portal, batched or not
@@ -201,9 +201,7 @@ async def running_bot(
         if extra_router is not None:
             app.dispatcher.include_router(extra_router)
         bot = build_bot(config)
-        polling = asyncio.create_task(
-            app.dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1)
-        )
+        polling = asyncio.create_task(app.poll(bot, handle_signals=False, polling_timeout=1))
         harness = Harness(telegram, portal, config, app, bot)
         try:
             await telegram.wait_for(lambda: bool(telegram.calls_to("getUpdates")))

@@ -310,9 +310,7 @@ async def started(portal: PortalSimulator) -> AsyncIterator[tuple[App, FakeTeleg
         }
         config = parse_config(CONFIG_YAML, env)
         app, bot = build_app(config, check_portal=True), build_bot(config)
-        polling = asyncio.create_task(
-            app.dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1)
-        )
+        polling = asyncio.create_task(app.poll(bot, handle_signals=False, polling_timeout=1))
         try:
             await telegram.wait_for(lambda: bool(telegram.calls_to("getUpdates")))
             yield app, telegram

@@ -67,7 +67,7 @@ async def test_updates_without_the_secret_are_refused_and_do_nothing() -> None:
         update = {**command("/transfer 2043 @anna"), "update_id": 1}
         assert await h.post(update, secret=None) == 401
         assert await h.post(update, secret="wrong") == 401
-        await h.app.in_flight.wait_idle(5)
+        await h.app.inbox.wait_idle(5)
         assert h.portal.calls == []
         assert h.telegram.messages_to(OLGA) == []
 
@@ -78,7 +78,7 @@ async def test_the_same_update_posted_twice_makes_one_transfer() -> None:
         assert await h.post(update) == 200
         assert await h.post(update) == 200  # Telegram retries when unsure it was received
         await h.telegram.wait_for(lambda: bool(h.telegram.messages_to(OLGA)))
-        await h.app.in_flight.wait_idle(5)
+        await h.app.inbox.wait_idle(5)
         assert len(h.portal.calls_to(TRANSFER)) == 1
         assert len(h.telegram.messages_to(OLGA)) == 1
         assert h.portal.dialogs[2043].owner == ANNA

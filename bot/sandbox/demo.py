@@ -189,9 +189,7 @@ async def run_demo(path: Path, log_level: str = "WARNING") -> int:
         config = _sandboxed(config, portal.url, telegram.base_url)
         app = build_app(config)
         bot = build_bot(config)
-        polling = asyncio.create_task(
-            app.dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1)
-        )
+        polling = asyncio.create_task(app.poll(bot, handle_signals=False, polling_timeout=1))
         console = Console(telegram, supervisor, config.announce_to)
         print(
             f"Sandbox: you are {supervisor.name}, a supervisor. Dialogs 2043-2046 exist; "
@@ -216,7 +214,7 @@ async def run_demo(path: Path, log_level: str = "WARNING") -> int:
                     await telegram.wait_for(lambda: telegram.pending_updates == 0, settle_s)
                 except TimeoutError:
                     print("(the bot did not take the message)")
-                await app.in_flight.wait_idle(settle_s)
+                await app.inbox.wait_idle(settle_s)
                 console.flush()
         finally:
             await app.dispatcher.stop_polling()

@@ -1,0 +1,157 @@
+"""The inbox: each update is kept in storage before Telegram is told it arrived, then carried
+out in a task of its own; what a run that died left unfinished, the next run finishes.
+
+Telegram forgets an update once it is confirmed (polling: the next ``getUpdates`` offset;
+webhook: the 200), so the bot keeps it first. Before a write to Bitrix24 may go out, the
+update is marked as sent: a run that picks it up after a crash then looks at the dialogs
+instead of sending again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from aiogram import Bot, Dispatcher
+from aiogram.types import Update
+from pydantic import ValidationError
+
+from bot.storage import Mark, Storage
+
+log = logging.getLogger(__name__)
+
+SWEEP_S = 10.0  # how often to look for what a dead instance left (its heartbeat stops at 20 s)
+
+
+def update_key(bot_id: int, update_id: int) -> str:
+    """An update's mark: update IDs are per bot, and a storage may serve several bots."""
+    return f"u:{bot_id}:{update_id}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An update taken from the inbox to be carried out: its mark and how it was found."""
+
+    key: str
+    mark: Mark  # NEW, RESUMED (a dead run sent nothing) or CUT_OFF (it may have sent)
+
+
+class _Journal:
+    """Marks one update as sent, once, however many dialogs of it go out together."""
+
+    def __init__(self, storage: Storage, key: str) -> None:
+        self._storage = storage
+        self._key = key
+        self._written: asyncio.Future[None] | None = None
+
+    async def sending(self) -> None:
+        if self._written is None:
+            self._written = asyncio.ensure_future(self._storage.sending(self._key))
+        await asyncio.shield(self._written)
+
+
+# The update a task carries out. A context variable, because the workflow that sends is shared
+# by every update in flight and knows nothing of Telegram; each inbox task sets its own.
+_journal: ContextVar[_Journal | None] = ContextVar("inbox_journal", default=None)
+
+
+async def before_write() -> None:
+    """Called right before a write to Bitrix24: once this returns, the update being carried
+    out is never carried out again, even if the bot dies now."""
+    journal = _journal.get()
+    if journal is not None:
+        await journal.sending()
+
+
+class Inbox:
+    """Carries out kept updates, each in a task of its own, and knows which are running."""
+
+    def __init__(self, dispatcher: Dispatcher, storage: Storage) -> None:
+        self._dispatcher = dispatcher
+        self._storage = storage
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> int:
+        """How many updates are being carried out."""
+        return len(self._tasks)
+
+    def start(self, bot: Bot, update: Update, delivery: Delivery) -> None:
+        """Carry ``update`` out in the background; its mark is done when it ends."""
+        task = asyncio.get_running_loop().create_task(
+            self._carry_out(bot, update, delivery), name=f"update-{update.update_id}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _carry_out(self, bot: Bot, update: Update, delivery: Delivery) -> None:
+        _journal.set(_Journal(self._storage, delivery.key))  # this task's context only
+        # a failure inside is the errors router's to answer; cancelled (a stop that ran out of
+        # time) leaves the mark open, so the next run finishes it
+        await self._dispatcher.feed_update(bot, update, delivery=delivery)
+        try:
+            await self._storage.done(delivery.key)
+        except Exception:  # the update was carried out: it must not look like a crash
+            log.exception("could not mark update %s done", update.update_id)
+
+    def sweep_in_background(self, bot: Bot) -> None:
+        """Now and every few seconds: adopt and finish what runs that died left."""
+        self._sweeper = asyncio.get_running_loop().create_task(
+            self._sweeping(bot), name="inbox-sweep"
+        )
+
+    async def _sweeping(self, bot: Bot) -> None:
+        while True:
+            try:
+                await self.sweep(bot)
+            except Exception:  # the storage is away for a moment: try again later
+                log.exception("could not look for unfinished updates")
+            await asyncio.sleep(SWEEP_S)
+
+    async def sweep(self, bot: Bot) -> int:
+        """Adopt the unfinished updates of runs that are gone and carry them out (or report
+        them cut off); returns how many were adopted."""
+        adopted = 0
+        for key, payload in await self._storage.orphans():
+            mark = await self._storage.take(key, payload)
+            if mark not in (Mark.RESUMED, Mark.CUT_OFF):
+                continue  # done meanwhile, or another instance adopted it first
+            try:
+                update = Update.model_validate_json(payload, context={"bot": bot})
+            except ValidationError:
+                log.error("unfinished update %s cannot be read: dropped", key)
+                await self._storage.done(key)
+                continue
+            log.warning("update %s was left unfinished by a run that stopped: %s", key, mark)
+            self.start(bot, update, Delivery(key, mark))
+            adopted += 1
+        return adopted
+
+    async def wait_idle(self, limit_s: float) -> bool:
+        """Wait until no update is being carried out; False if ``limit_s`` passed first."""
+        deadline = asyncio.get_running_loop().time() + limit_s
+        while self._tasks:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            await asyncio.wait(set(self._tasks), timeout=left)
+        return True
+
+    async def stop(self, grace_s: float) -> int:
+        """Stop sweeping; let running updates finish within ``grace_s``, then cancel the rest
+        (their marks stay open for the next run). Returns how many were left."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        if not self._tasks:
+            return 0
+        _, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        return len(late)
