@@ -32,7 +32,7 @@ from bot.bitrix24.client import BitrixClient
 from bot.config import Config, ConfigError, load_config
 from bot.flood_control import FloodWait, Pacing
 from bot.handoff import Handoff
-from bot.inbox import Inbox
+from bot.inbox import AnswerSeen, Inbox
 from bot.messages import LANGS, Messages
 from bot.portal_check import check_in_background, stop_check
 from bot.reload import describe_changes, swappable
@@ -78,6 +78,7 @@ def build_bot(config: Config) -> Bot:
     # pacing first, so a request retried after a 429 is paced again
     session.middleware(FloodWait())
     session.middleware(Pacing())
+    session.middleware(AnswerSeen())
     return Bot(
         config.telegram.token.get_secret_value(),
         session=session,

@@ -16,6 +16,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from aiogram import Bot, Dispatcher
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
+from aiogram.methods import EditMessageText, SendMessage, TelegramMethod
+from aiogram.methods.base import Response, TelegramType
 from aiogram.types import Update
 from pydantic import ValidationError
 
@@ -40,17 +46,24 @@ class Delivery:
 
 
 class _Journal:
-    """Marks one update as sent, once, however many dialogs of it go out together."""
+    """Marks one update as sent, and as answered, once each, however many dialogs of it go
+    out together."""
 
     def __init__(self, storage: Storage, key: str) -> None:
         self._storage = storage
         self._key = key
-        self._written: asyncio.Future[None] | None = None
+        self._sent: asyncio.Future[None] | None = None
+        self._answered: asyncio.Future[None] | None = None
 
     async def sending(self) -> None:
-        if self._written is None:
-            self._written = asyncio.ensure_future(self._storage.sending(self._key))
-        await asyncio.shield(self._written)
+        if self._sent is None:
+            self._sent = asyncio.ensure_future(self._storage.sending(self._key))
+        await asyncio.shield(self._sent)
+
+    async def answered(self) -> None:
+        if self._answered is None:
+            self._answered = asyncio.ensure_future(self._storage.done(self._key))
+        await asyncio.shield(self._answered)
 
 
 # The update a task carries out. A context variable, because the workflow that sends is shared
@@ -64,6 +77,24 @@ async def before_write() -> None:
     journal = _journal.get()
     if journal is not None:
         await journal.sending()
+
+
+class AnswerSeen(BaseRequestMiddleware):
+    """A request middleware of the bot's session: once the answer to an update is out (a
+    message sent or edited), its mark is done at once, not after the bookkeeping that
+    follows, so a crash in between does not answer it a second time after the restart."""
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        response = await make_request(bot, method)
+        journal = _journal.get()
+        if journal is not None and isinstance(method, SendMessage | EditMessageText):
+            await journal.answered()
+        return response
 
 
 class Inbox:
