@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from bot.app import App, build_app, build_bot
 from bot.config import parse_config
+from bot.inbox import update_key
 from bot.sandbox.portal import PortalSimulator
 from bot.sandbox.telegram import FakeTelegram
+from bot.storage import Mark
 from bot.webhook import build_web_app, parse_listen
 from tests.conftest import ANNA, make_portal
 from tests.harness import CONFIG_YAML, OLGA, TOKEN
@@ -84,6 +87,32 @@ async def test_the_same_update_posted_twice_makes_one_transfer() -> None:
         assert h.portal.dialogs[2043].owner == ANNA
         outcomes = [e.outcome for e in await h.app.services.storage.history(dialog="2043")]
         assert sorted(outcomes) == ["DUPLICATE", "ok"], "the suppressed redelivery is recorded"
+
+
+async def test_a_body_that_is_not_an_update_gets_400_and_does_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with webhook_bot() as h:
+        headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+        for body in (b"not json at all", b'{"update_id": "x"}', b"[1, 2]"):
+            async with h.http.post(f"{h.url}/tg", data=body, headers=headers) as response:
+                assert response.status == 400, body
+        assert await h.post({**command("/transfer 2043 @anna"), "update_id": 5}) == 200
+        await h.telegram.wait_for(lambda: bool(h.telegram.messages_to(OLGA)))
+        assert len(h.portal.calls_to(TRANSFER)) == 1, "only the real update did something"
+    refusals = [r for r in caplog.records if "not an update" in r.getMessage()]
+    assert len(refusals) == 3
+    assert all(r.exc_info is None for r in caplog.records if r.name.startswith("bot"))
+
+
+async def test_the_200_comes_only_once_the_update_is_kept() -> None:
+    async with webhook_bot() as h:
+        update = {**command("/transfer 2043 @anna"), "update_id": 6}
+        assert await h.post(update) == 200
+        # Telegram now forgets it: the inbox must already hold it
+        bot_id = int(TOKEN.split(":")[0])
+        mark = await h.app.services.storage.take(update_key(bot_id, 6), "{}")
+        assert mark in (Mark.RUNNING, Mark.DONE)
 
 
 async def test_healthz_reports_uptime_and_the_last_bitrix24_call() -> None:
