@@ -42,7 +42,6 @@ from handlers import build_router
 from handlers.middlewares import CurrentServices, Intake
 
 log = logging.getLogger(__name__)
-SHUTDOWN_GRACE_S = 30.0
 
 # the "/" menu: everything in private chats; in groups only what makes sense in front of a team
 PRIVATE_COMMANDS = ("transfer", "finish", "history", "operators", "queues", "help", "reload")
@@ -185,7 +184,7 @@ def build_app(
     async def on_shutdown() -> None:
         await stop_check(app.portal_check)
         # no new updates come in now; let the ones in hand finish and reply
-        left = await inbox.stop(SHUTDOWN_GRACE_S)
+        left = await inbox.stop(config.shutdown_grace_s)
         if left:
             log.warning("stopped with %d update(s) unfinished: the next start finishes them", left)
         if app.services.announcer is not None:

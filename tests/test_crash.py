@@ -99,10 +99,10 @@ def audited(config: Path) -> Counter[int]:
 
 
 def assert_nothing_lost_nothing_twice(
-    portal: PortalSimulator, telegram: FakeTelegram, config: Path
+    portal: PortalSimulator, telegram: FakeTelegram, rows: Counter[int]
 ) -> Counter[str]:
     """Every command: exactly one reply that matches the portal, at most one transfer call,
-    an audit row. Returns how the replies read (done / not moved / cut off)."""
+    an audit row (``rows``: audit rows per supervisor). Returns how the replies read."""
     calls = Counter(int(c.params["CHAT_ID"]) for c in portal.calls_to(TRANSFER))
     assert max(calls.values(), default=0) <= 1, f"a dialog got two transfers: {calls}"
     kinds: Counter[str] = Counter()
@@ -131,7 +131,6 @@ def assert_nothing_lost_nothing_twice(
         else:
             kinds[text[:40]] += 1
             assert not moved, text
-    rows = audited(config)
     missing = [i for i in range(COMMANDS) if rows[CROWD + i] == 0]
     assert missing == [], "every command has an audit row"
     return kinds
@@ -159,7 +158,7 @@ async def test_kill_9_mid_burst_in_polling_mode_loses_nothing_and_doubles_nothin
             )
             await asyncio.sleep(1.0)  # a second answer to anyone would show up now
             logs = await stop(second)
-    kinds = assert_nothing_lost_nothing_twice(portal, telegram, config)
+    kinds = assert_nothing_lost_nothing_twice(portal, telegram, audited(config))
     print(dict(kinds))
     assert sum(kinds.values()) == COMMANDS
     assert kinds["told twice"] <= 3, "only the few answers in flight at the kill"
@@ -222,7 +221,7 @@ async def test_kill_9_mid_burst_in_webhook_mode_loses_nothing_and_doubles_nothin
             )
             await asyncio.sleep(1.0)
             logs = await stop(second)
-    kinds = assert_nothing_lost_nothing_twice(portal, telegram, config)
+    kinds = assert_nothing_lost_nothing_twice(portal, telegram, audited(config))
     print(dict(kinds))
     assert sum(kinds.values()) == COMMANDS
     assert kinds["told twice"] <= 3, "only the few answers in flight at the kill"
@@ -261,6 +260,6 @@ async def test_sigterm_mid_burst_answers_what_it_took_and_exits_0_in_time(
             )
             await asyncio.sleep(1.0)
             await stop(second)
-    kinds = assert_nothing_lost_nothing_twice(portal, telegram, config)
+    kinds = assert_nothing_lost_nothing_twice(portal, telegram, audited(config))
     print(dict(kinds))
     assert kinds["done"] >= 1

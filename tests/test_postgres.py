@@ -77,10 +77,10 @@ async def test_marks_are_taken_once_across_instances(postgres: str) -> None:
     await one.open()
     await two.open()
     try:
-        results = await asyncio.gather(one.take("u:1"), two.take("u:1"))
+        results = await asyncio.gather(one.take("u:1", "{}"), two.take("u:1", "{}"))
         assert sorted(results) == sorted([Mark.NEW, Mark.RUNNING]), "one wins, one waits"
         await one.done("u:1")
-        assert await two.take("u:1") is Mark.DONE
+        assert await two.take("u:1", "{}") is Mark.DONE
         # a run that stopped beating its heart while holding a mark: cut off
         db = one._db()
         await db.execute(
@@ -90,7 +90,7 @@ async def test_marks_are_taken_once_across_instances(postgres: str) -> None:
             "INSERT INTO boots (boot, seen) VALUES ('dead-run', $1)",
             utc_now() - timedelta(minutes=5),
         )
-        assert await two.take("u:2") is Mark.CUT_OFF
+        assert await two.take("u:2", "{}") is Mark.RESUMED, "adopted: it sent nothing"
     finally:
         await one.close()
         await two.close()
