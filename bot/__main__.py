@@ -183,6 +183,19 @@ def run(args: argparse.Namespace) -> int:
         )
     if url and not url.startswith("https://"):
         missing.append(f"--webhook-url {url!r}: must start with https://")
+    # aiogram is imported only when the bot really runs
+    from bot.telegram_start import Readiness, check_telegram, storage_problem
+
+    # before anything connects: SQLite itself would fail only on the first command
+    if (problem := storage_problem(config.storage)) is not None:
+        missing.append(problem)
+    if url:
+        from bot.webhook import parse_listen
+
+        try:
+            parse_listen(listen)
+        except ValueError as err:
+            missing.append(str(err))
     if missing:
         for line in missing:
             print(line, file=sys.stderr)
@@ -193,22 +206,23 @@ def run(args: argparse.Namespace) -> int:
         if s is not None
     ]
     setup_logging(args.log_level, secrets, json_lines=args.log_format == "json")
-    # aiogram is imported only when the bot really runs
-    if url:
-        from bot.webhook import parse_listen, run_webhook
+    try:
+        # waits out a network that is not up yet; a refused token is one line, exit 2
+        readiness = asyncio.run(check_telegram(config, polling=not url))
+        if readiness is not Readiness.READY:
+            return EXIT_USAGE if readiness is Readiness.REFUSED else EXIT_OK
+        if url:
+            from bot.webhook import run_webhook
 
-        try:
-            parse_listen(listen)
-        except ValueError as err:
-            print(err, file=sys.stderr)
-            return EXIT_USAGE
-        assert hook.secret is not None
-        secret = hook.secret.get_secret_value()
-        asyncio.run(run_webhook(config, url, listen, secret, config_path(args.config)))
-    else:
-        from bot.app import run_polling
+            assert hook.secret is not None
+            secret = hook.secret.get_secret_value()
+            asyncio.run(run_webhook(config, url, listen, secret, config_path(args.config)))
+        else:
+            from bot.app import run_polling
 
-        asyncio.run(run_polling(config, config_path(args.config)))
+            asyncio.run(run_polling(config, config_path(args.config)))
+    except KeyboardInterrupt:  # Ctrl+C in a moment when no signal handler of ours is set
+        return EXIT_OK
     return EXIT_OK
 
 
