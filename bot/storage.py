@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS marks (
     boot TEXT NOT NULL,          -- which run of the bot holds it
     done INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX IF NOT EXISTS marks_open ON marks (taken_at) WHERE done = 0;
 """
 # the inbox columns, added to databases written before the inbox existed
 _INBOX_COLUMNS = {
