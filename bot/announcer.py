@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.command import DialogRef
-from bot.replies import TELEGRAM_LIMIT
+from bot.replies import RAW_FACTOR, TELEGRAM_LIMIT, html_size, split_message
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,14 @@ class Announcer:
         return max(waits)
 
     async def _post(self, batch: list[_Queued], *, grow: bool) -> None:
-        lines = [line for item in batch for line in item.lines]
+        # a line too long for one message is shortened here, where it can still be told
+        # apart, rather than cut wherever the limit falls (inside a tag: refused)
+        lines = [
+            piece
+            for item in batch
+            for line in item.lines
+            for piece in split_message(line, self._limit)
+        ]
         refs = [ref for item in batch for ref in item.refs]
         ok = True
         try:
@@ -161,19 +168,21 @@ class Announcer:
                 await self._after_post(current)
                 return lines[fitting:]
         fitting = max(1, self._fitting([], lines))
-        text = "\n".join(lines[:fitting])[: self._limit]
-        message_id = await self._poster.send(self.chat_id, text)
+        message_id = await self._poster.send(self.chat_id, "\n".join(lines[:fitting]))
         self._open = _Open(message_id, lines[:fitting], list(refs), now)
         await self._after_post(self._open)
         return lines[fitting:]
 
     def _fitting(self, existing: list[str], new: list[str]) -> int:
-        """How many of ``new`` fit after ``existing`` within Telegram's length limit."""
-        length = len("\n".join(existing))
+        """How many of ``new`` fit after ``existing`` within Telegram's length limit
+        (visible text, as Telegram counts it, and raw HTML; lines are whole HTML each)."""
+        width, size = html_size("\n".join(existing))
         count = 0
         for line in new:
-            length += len(line) + (1 if length else 0)
-            if length > self._limit:
+            line_width, line_size = html_size(line)
+            gap = 1 if existing or count else 0  # the newline that joins it
+            width, size = width + gap + line_width, size + gap + line_size
+            if width > self._limit or size > RAW_FACTOR * self._limit:
                 break
             count += 1
         return count

@@ -6,7 +6,10 @@ without Telegram. Every dynamic value is escaped by :class:`bot.messages.Message
 
 from __future__ import annotations
 
+import html as html_lib
+import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from bot.bitrix24.client import Dialog
 from bot.bitrix24.codes import BAD_RESPONSE, NETWORK_ERROR, TIMEOUT
@@ -19,41 +22,201 @@ from bot.storage import AuditEntry
 
 MAX_NAME = 60  # a dialog's name as shown: one phone line, not a paragraph
 MAX_LISTED = 50  # /operators lines; a directory of thousands is searched, not scrolled
+# a message's text after its HTML is parsed: 4096 characters (TDLib counts code points);
+# counted here in UTF-16 units, an emoji twice, which is never less and so always safe
 TELEGRAM_LIMIT = 4096
+# raw HTML per message, as a multiple of the limit: room for a message of escaped characters
+# (``&amp;`` is five), a bound on requests that a markup bug cannot blow up
+RAW_FACTOR = 4
 # answers that were lost on the way, rather than errors the portal reported
 _LOST = frozenset({TIMEOUT, NETWORK_ERROR, BAD_RESPONSE})
 
 
-def split_message(text: str, limit: int = TELEGRAM_LIMIT) -> list[str]:
-    """Cut a long reply into messages Telegram accepts, between lines (each line is whole
-    HTML by construction, so no tag is ever cut)."""
-    chunks: list[str] = []
-    current = ""
-    for line in text.split("\n"):
-        while len(line) > limit:  # a single giant line: cut it hard rather than lose it
-            if current:
-                chunks.append(current)
-                current = ""
-            cut = _cut_at(line, limit)
-            chunks.append(line[:cut])
-            line = line[cut:]
-        candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > limit:
-            chunks.append(current)
-            current = line
+def split_message(
+    text: str, limit: int = TELEGRAM_LIMIT, raw_limit: int | None = None
+) -> list[str]:
+    """Cut a reply into messages Telegram accepts: each at most ``limit`` UTF-16 units of
+    visible text and ``raw_limit`` characters of HTML (default ``RAW_FACTOR * limit``).
+
+    Messages break only at a newline outside every tag, so each piece is balanced HTML when
+    ``text`` is. A single line too long for one message is shortened (see :func:`shorten`)
+    rather than cut into pieces that would not parse. Blank lines that would start a new
+    message are dropped: Telegram trims them anyway, and a blank message is refused.
+    """
+    raw_limit = _checked(limit, raw_limit)
+    chunks: list[tuple[str, bool]] = []  # each message, and whether it is blank
+    current: list[str] = []
+    width = size = 0
+    blank = True
+    for line in _lines(_tokens(text)):
+        if line.width > limit or line.size > raw_limit:
+            line = _Line(_shorten(line.tokens, limit, raw_limit))
+        if current and width + 1 + line.width <= limit and size + 1 + line.size <= raw_limit:
+            current.append(line.html)
+            width, size, blank = width + 1 + line.width, size + 1 + line.size, blank and line.blank
+            continue
+        if current:
+            chunks.append(("\n".join(current), blank))
+            current = []
+        if line.blank and chunks:
+            continue
+        current, width, size, blank = [line.html], line.width, line.size, line.blank
+    if current:
+        chunks.append(("\n".join(current), blank))
+    # only the first message can be blank; a blank text still gives that one, as it always did
+    return [c for c, is_blank in chunks if not is_blank] or [chunks[0][0]]
+
+
+def shorten(html: str, limit: int = TELEGRAM_LIMIT, raw_limit: int | None = None) -> str:
+    """``html`` whole if it fits one message, else its visible text cut to fit and "…" added.
+
+    The cut falls between characters of the text, never inside a tag or a character
+    reference (``&amp;`` is one character), and the tags left open are closed, so the
+    result parses exactly as the start of ``html`` did.
+    """
+    raw_limit = _checked(limit, raw_limit)
+    tokens = _tokens(html)
+    line = _Line(tokens)
+    if line.width <= limit and line.size <= raw_limit:
+        return html
+    return _shorten(tokens, limit, raw_limit)
+
+
+def html_size(html: str) -> tuple[int, int]:
+    """How long ``html`` is for Telegram: UTF-16 units of visible text, and raw characters."""
+    line = _Line(_tokens(html))
+    return line.width, line.size
+
+
+def _checked(limit: int, raw_limit: int | None) -> int:
+    """``raw_limit`` or its default; a limit too small for even "…" is a bug of the caller."""
+    raw_limit = RAW_FACTOR * limit if raw_limit is None else raw_limit
+    if min(limit, raw_limit) < len(_ELLIPSIS):
+        raise ValueError(f"no message fits in {limit} characters ({raw_limit} raw)")
+    return raw_limit
+
+
+# Telegram HTML, token by token: a tag (quoted attributes may hold ">"), a character
+# reference, a newline, or a run of plain text.
+_TOKEN = re.compile(
+    r"""(?P<tag><(?:[^<>"']|"[^"]*"|'[^']*')*>)"""
+    r"|(?P<ref>&(?:[A-Za-z]+|#[0-9]+|#[xX][0-9A-Fa-f]+);)"
+    r"|(?P<nl>\n)"
+    r"|(?P<text>[^<&\n]+|[<&])"
+)
+_TAG_NAME = re.compile(r"</?\s*([^\s/>]*)")
+# the only named references Telegram decodes; any other shows as typed
+_NAMED = {"&lt;": "<", "&gt;": ">", "&amp;": "&", "&quot;": '"'}
+_ELLIPSIS = "…"
+
+
+class _Token(NamedTuple):
+    kind: str  # "open", "close", "ref", "nl" or "text"
+    raw: str  # as written in the HTML
+    shown: str  # what Telegram shows for it ("" for a tag)
+    name: str = ""  # a tag's name
+
+
+def _utf16(text: str) -> int:
+    """Telegram's unit of length: characters beyond the BMP (most emoji) count twice."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def _tokens(html: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    for match in _TOKEN.finditer(html):
+        raw = match.group()
+        if match.lastgroup == "tag":
+            name = _TAG_NAME.match(raw)
+            kind = "close" if raw.startswith("</") else "open"
+            tokens.append(_Token(kind, raw, "", name.group(1).lower() if name else ""))
+        elif match.lastgroup == "ref":
+            shown = _NAMED.get(raw) or (html_lib.unescape(raw) if raw[1] == "#" else raw)
+            tokens.append(_Token("ref", raw, shown))
         else:
-            current = candidate
-    if current or not chunks:
-        chunks.append(current)
-    return chunks
+            tokens.append(_Token(match.lastgroup or "text", raw, raw))
+    return tokens
 
 
-def _cut_at(line: str, limit: int) -> int:
-    """Where to cut a too-long line: at ``limit``, or just before an escape it would split."""
-    amp = line.rfind("&", max(0, limit - 8), limit)
-    if amp > 0 and ";" not in line[amp:limit]:
-        return amp
-    return limit
+class _Line:
+    """A piece of HTML that messages may break around: its tokens and sizes."""
+
+    def __init__(self, tokens: list[_Token] | str) -> None:
+        self.tokens = _tokens(tokens) if isinstance(tokens, str) else tokens
+        self.html = "".join(t.raw for t in self.tokens)
+        self.width = sum(_utf16(t.shown) for t in self.tokens)
+        self.size = len(self.html)
+        self.blank = all(not t.shown or t.shown.isspace() for t in self.tokens)
+
+
+def _lines(tokens: list[_Token]) -> list[_Line]:
+    """``tokens`` cut at each newline outside every tag (one inside a tag stays put)."""
+    lines: list[_Line] = []
+    current: list[_Token] = []
+    depth = 0
+    for token in tokens:
+        if token.kind == "nl" and depth == 0:
+            lines.append(_Line(current))
+            current = []
+            continue
+        if token.kind == "open":
+            depth += 1
+        elif token.kind == "close":
+            depth = max(0, depth - 1)
+        current.append(token)
+    lines.append(_Line(current))
+    return lines
+
+
+def _shorten(tokens: list[_Token], limit: int, raw_limit: int) -> str:
+    """The longest start of ``tokens`` that fits with "…" after it, its open tags closed."""
+    width_left = limit - _utf16(_ELLIPSIS)
+    size_left = raw_limit - len(_ELLIPSIS)  # less the end tags owed, kept in ``owed``
+    out: list[str] = []
+    open_tags: list[tuple[str, int]] = []  # the end tag owed, and where the start tag is
+    owed = 0
+    for token in tokens:
+        if token.kind == "open":
+            end = f"</{token.name}>"
+            if len(token.raw) + len(end) > size_left - owed:
+                break
+            open_tags.append((end, len(out)))
+            out.append(token.raw)
+            size_left -= len(token.raw)
+            owed += len(end)
+        elif token.kind == "close":
+            if open_tags:  # a stray end tag would not parse: left out
+                end, _ = open_tags.pop()
+                out.append(end)
+                size_left -= len(end)
+                owed -= len(end)
+        elif _utf16(token.shown) <= width_left and len(token.raw) <= size_left - owed:
+            out.append(token.raw)
+            width_left -= _utf16(token.shown)
+            size_left -= len(token.raw)
+        else:
+            # plain text is cut between characters (one raw character each); a reference
+            # or a tag is whole or left out
+            kept = _prefix(token.raw, width_left, size_left - owed) if token.kind == "text" else ""
+            if kept:
+                out.append(kept)
+            break
+    for end, start in reversed(open_tags):
+        if start == len(out) - 1:  # nothing kept inside: drop the tag, not an empty entity
+            out.pop()
+        else:
+            out.append(end)
+    return "".join(out).rstrip() + _ELLIPSIS
+
+
+def _prefix(text: str, width: int, size: int) -> str:
+    """The longest start of plain ``text`` within ``width`` UTF-16 units and ``size`` chars."""
+    kept = 0
+    for count, ch in enumerate(text[: max(0, size)]):
+        kept += 2 if ord(ch) > 0xFFFF else 1
+        if kept > width:
+            return text[:count]
+    return text[: max(0, size)]
 
 
 def quoted(word: str, limit: int = 40) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import InlineKeyboardMarkup, Message
 
 from bot.replies import split_message
@@ -12,8 +13,9 @@ async def respond(
 ) -> list[Message]:
     """Answer ``message``; in a group, reply so the answer sits under the command.
 
-    A text longer than Telegram allows goes out as several messages; ``markup`` goes on
-    the last one. Returns what was sent.
+    A text longer than Telegram allows goes out as several messages, cut between lines (a
+    single line too long for a message is shortened, see :func:`bot.replies.split_message`);
+    ``markup`` goes on the last one, under the whole answer. Returns what was sent.
     """
     chunks = split_message(text)
     sent = []
@@ -27,8 +29,18 @@ async def respond(
 
 
 async def replace(message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
-    """Turn a message of the bot (its buttons gone unless ``markup``) into ``text``."""
+    """Turn a message of the bot (its buttons gone unless ``markup``) into ``text``.
+
+    A long ``text`` continues in new messages after the edited one; ``markup`` stays on the
+    edited message, the one a tap's pending state is kept under.
+    """
     first, *rest = split_message(text)
-    await message.edit_text(first, reply_markup=markup)
+    try:
+        await message.edit_text(first, reply_markup=markup)
+    except TelegramBadRequest as err:
+        # it reads so already ("Try again" brought the same answer): the edit is done, and
+        # the rest of the answer must still follow
+        if "message is not modified" not in err.message:
+            raise
     for chunk in rest:
         await message.answer(chunk)
