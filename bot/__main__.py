@@ -189,17 +189,18 @@ def run(args: argparse.Namespace) -> int:
     # before anything connects: SQLite itself would fail only on the first command
     if (problem := storage_problem(config.storage)) is not None:
         missing.append(problem)
+    if missing:
+        for line in missing:
+            print(line, file=sys.stderr)
+        return EXIT_USAGE
     if url:
         from bot.webhook import parse_listen
 
         try:
             parse_listen(listen)
         except ValueError as err:
-            missing.append(str(err))
-    if missing:
-        for line in missing:
-            print(line, file=sys.stderr)
-        return EXIT_USAGE
+            print(err, file=sys.stderr)
+            return EXIT_USAGE
     secrets = [
         s.get_secret_value()
         for s in (config.telegram.token, config.bitrix24.webhook_url, hook.secret)
