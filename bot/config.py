@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -22,9 +22,11 @@ from pydantic import (
     PositiveInt,
     SecretStr,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 
 from bot.messages import LANGS, MessageOverrides, check_overrides
 from bot.yamlsource import Path as KeyPath
@@ -35,6 +37,18 @@ ENV_API_URL = "TELEGRAM_API_URL"
 ENV_WEBHOOK = "BITRIX24_WEBHOOK_URL"
 ENV_CONFIG = "BOT_CONFIG"
 ENV_WEBHOOK_SECRET = "TELEGRAM_WEBHOOK_SECRET"
+ENV_STORAGE_URL = "STORAGE_URL"
+
+# A config file, or a file it includes, may be at most this large. A directory of 100,000
+# operators as `directory sync` writes it takes about 10 MB (50 MB with every key and name at
+# its longest); anything larger is not a config, and reading stops here even for a file that
+# never ends (/dev/zero).
+MAX_FILE_MB: Final = 64
+MAX_FILE_BYTES: Final = MAX_FILE_MB * 1024 * 1024
+# A file with a million broken entries is one mistake (a wrong file, a broken generator):
+# the first problems say what it is, and listing them all would take minutes and gigabytes.
+MAX_PROBLEMS: Final = 50
+MORE_PROBLEMS: Final = f"more problems not listed: fix these {MAX_PROBLEMS} and check again"
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Key = Annotated[
@@ -276,6 +290,7 @@ class Config(_Frozen):
     dialog_numbers: Literal["chat", "session"] = "chat"
     button_expiry_min: float = Field(default=15.0, gt=0, le=48 * 60)
     stale_after_min: float = Field(default=10.0, gt=0, le=7 * 24 * 60)
+    shutdown_grace_s: float = Field(default=30.0, gt=0, le=600)
     storage: StorageSettings = StorageSettings()
     operators: tuple[Operator, ...] = ()
     queues: tuple[Queue, ...] = ()
@@ -295,14 +310,23 @@ class Config(_Frozen):
 
 
 class ConfigError(Exception):
-    """A config file that cannot be used; ``problems`` holds one line per problem."""
+    """A config file that cannot be used; ``problems`` holds one line per problem.
 
-    def __init__(self, source: str, problems: list[Problem]) -> None:
+    At most :data:`MAX_PROBLEMS` are listed; ``more`` says that others were left out (then
+    the last line of ``problems`` says so too, for whoever shows them one by one).
+    """
+
+    def __init__(self, source: str, problems: list[Problem], *, more: bool = False) -> None:
         self.source = source
-        self.problems = problems
-        count = len(problems)
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {count} problem{'s' if count != 1 else ''}\n{lines}")
+        more = more or len(problems) > MAX_PROBLEMS
+        self.problems = problems[:MAX_PROBLEMS]
+        count = len(self.problems)
+        header = f"{source}: {count} problem{'s' if count != 1 else ''}"
+        if more:
+            header += ", and more not listed"
+            self.problems.append(Problem((), MORE_PROBLEMS))
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{header}\n{lines}")
 
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -337,6 +361,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[KeyPath, st
         (ENV_API_URL, ("telegram", "api_url")),
         (ENV_WEBHOOK, ("bitrix24", "webhook_url")),
         (ENV_WEBHOOK_SECRET, ("telegram", "webhook", "secret")),
+        (ENV_STORAGE_URL, ("storage", "url")),
     ):
         value = env.get(var, "")
         if value:
@@ -350,14 +375,46 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[KeyPath, st
     return applied
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model inside a field's type (``tuple[Operator, ...]``: Operator)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _field_at(loc: KeyPath) -> FieldInfo | None:
+    """The declared field at ``loc``: ``operators[0].bitrix_id`` is Operator.bitrix_id."""
+    model: type[BaseModel] | None = Config
+    info: FieldInfo | None = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None:
+            return None
+        info = model.model_fields.get(part)
+        if info is None:
+            return None
+        model = _model_in(info.annotation)
+    return info
+
+
 def _is_positive_int(loc: KeyPath) -> bool:
     """Whether the field at ``loc`` is declared as a positive integer."""
-    names = [part for part in loc if isinstance(part, str)]
-    if not names:
-        return False
-    model = _MODELS.get(names[0]) if len(names) > 1 else Config
-    field = model.model_fields.get(names[-1]) if model else None
-    return field is not None and any(getattr(m, "gt", None) == 0 for m in field.metadata)
+    field = _field_at(loc)
+    return (
+        field is not None
+        and field.annotation is int
+        and any(getattr(m, "gt", None) == 0 for m in field.metadata)
+    )
+
+
+def _number(bound: Any) -> Any:
+    """A bound as written in the README: 600, not 600.0."""
+    return int(bound) if isinstance(bound, float) and bound.is_integer() else bound
 
 
 def _friendly(error: Mapping[str, Any], loc: KeyPath) -> str:
@@ -367,10 +424,17 @@ def _friendly(error: Mapping[str, Any], loc: KeyPath) -> str:
         return "is required"
     if kind == "extra_forbidden":
         return "unknown key (a typo?)"
-    if kind in ("int_parsing", "int_type", "int_from_float", "greater_than"):
-        if ctx.get("gt") == 0 or _is_positive_int(loc):
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return "must be a positive integer" if _is_positive_int(loc) else "must be a whole number"
+    if kind == "greater_than":
+        # a count or an ID reads "positive integer"; a duration such as 0.5 s is not one
+        if _is_positive_int(loc):
             return "must be a positive integer"
-        return "must be a whole number"
+        return f"must be more than {_number(ctx.get('gt'))}"
+    if kind == "greater_than_equal":
+        return f"must be at least {_number(ctx.get('ge'))}"
+    if kind == "less_than_equal":
+        return f"must be at most {_number(ctx.get('le'))}"
     if kind in ("float_parsing", "float_type"):
         return "must be a number"
     if kind in ("string_type", "string_too_short"):
@@ -416,11 +480,20 @@ def _suggest_key(loc: KeyPath) -> str:
 
 
 def _validation_problems(
-    exc: ValidationError, doc: YamlDocument, from_env: Mapping[KeyPath, str]
+    exc: ValidationError,
+    doc: YamlDocument,
+    from_env: Mapping[KeyPath, str],
+    within: KeyPath = (),
+    offset: int = 0,
 ) -> list[Problem]:
+    """The problems of a validation of the data at ``within`` (entries ``offset`` on)."""
     problems = []
-    for error in exc.errors():
+    # one past the cap, so the report can say there are more
+    for error in exc.errors(include_url=False, include_input=False)[: MAX_PROBLEMS + 1]:
         loc: KeyPath = tuple(p for p in error["loc"] if isinstance(p, str | int))
+        if within and loc and isinstance(loc[0], int):
+            # an entry of a list section, validated in a chunk: its index in the whole list
+            loc = (*within, loc[0] + offset, *loc[1:])
         message = _friendly(error, loc)
         if error["type"] == "extra_forbidden":
             message += _suggest_key(loc)
@@ -507,6 +580,29 @@ def _cross_checks(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
     return problems
 
 
+class FileTooLarge(Exception):
+    """A config file (or an include) larger than :data:`MAX_FILE_BYTES`."""
+
+
+TOO_LARGE = (
+    f"larger than {MAX_FILE_MB} MB, far more than any config needs "
+    "(100,000 operators take about 10 MB)"
+)
+
+
+def read_config_text(path: Path) -> str:
+    """A config file's UTF-8 text; raises :class:`FileTooLarge` past :data:`MAX_FILE_BYTES`.
+
+    Reads at most one byte past the cap, so a file that never ends costs no more than that.
+    """
+    with path.open("rb") as file:
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise FileTooLarge(str(path))
+    # universal newlines, as Path.read_text() gave: values keep the same line ends as before
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def _merge_includes(data: dict[str, Any], base_dir: Path | None, line: int | None) -> list[Problem]:
     """Add the operators and queues of ``include:`` files (a generated directory, say).
 
@@ -529,8 +625,15 @@ def _merge_includes(data: dict[str, Any], base_dir: Path | None, line: int | Non
     for name in names:
         path = base_dir / name
         try:
-            included = parse_yaml(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
+            # no line map: problems inside the file are reported as one line about it
+            included = parse_yaml(read_config_text(path), track_lines=False)
+        except FileTooLarge:
+            problems.append(Problem(("include",), f"{name}: cannot be read: {TOO_LARGE}", line))
+            continue
+        except UnicodeDecodeError:
+            problems.append(Problem(("include",), f"{name}: cannot be read: not UTF-8 text", line))
+            continue
+        except OSError as exc:
             problems.append(Problem(("include",), f"{name}: cannot be read ({exc})", line))
             continue
         if included.problems or not isinstance(included.data, dict):
@@ -538,11 +641,17 @@ def _merge_includes(data: dict[str, Any], base_dir: Path | None, line: int | Non
             problems.append(Problem(("include",), f"{name}: {reasons}", line))
             continue
         for kind, prefix in (("operators", "user"), ("queues", "line")):
+            entries = included.data.get(kind)
+            if entries is None:
+                continue
+            if not isinstance(entries, list):
+                problems.append(Problem(("include",), f"{name}: {kind} must be a list", line))
+                continue
             own = data.setdefault(kind, [])
             if not isinstance(own, list):
                 continue
             ids = {e.get("bitrix_id") for e in own if isinstance(e, dict)}
-            for entry in included.data.get(kind) or []:
+            for entry in entries:
                 if not isinstance(entry, dict) or entry.get("bitrix_id") in ids:
                     continue
                 entry = dict(entry)
@@ -587,15 +696,54 @@ def parse_config(
     problems = list(doc.problems)
     if "include" in data:
         problems += _merge_includes(data, base_dir, doc.lines.get(("include",)))
-    config: Config | None = None
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        problems += _validation_problems(exc, doc, from_env)
+    config, found, more = _validate(data, doc, from_env)
+    problems += found
     problems += _cross_checks(data, doc)
     if problems or config is None:
-        raise ConfigError(source, sorted(problems, key=_line_key))
+        raise ConfigError(source, sorted(problems, key=_line_key), more=more)
     return config
+
+
+_ENTRIES: Final[dict[str, TypeAdapter[tuple[Any, ...]]]] = {
+    "supervisors": TypeAdapter(tuple[Person, ...]),
+    "admins": TypeAdapter(tuple[Person, ...]),
+    "chats": TypeAdapter(tuple[Chat, ...]),
+    "operators": TypeAdapter(tuple[Operator, ...]),
+    "queues": TypeAdapter(tuple[Queue, ...]),
+}
+_CHUNK: Final = 1000  # entries validated at once: fast, and at most a few thousand errors
+
+
+def _validate(
+    data: dict[str, Any], doc: YamlDocument, from_env: Mapping[KeyPath, str]
+) -> tuple[Config | None, list[Problem], bool]:
+    """The config, or its problems; True when more were found than are worth listing.
+
+    Long lists (100,000 operators) are validated a chunk at a time, stopping once
+    :data:`MAX_PROBLEMS` are found: a file of a million broken entries would otherwise
+    cost gigabytes of error objects.
+    """
+    lists = {kind: data[kind] for kind in _ENTRIES if isinstance(data.get(kind), list)}
+    problems: list[Problem] = []
+    config: Config | None = None
+    try:
+        config = Config.model_validate({k: v for k, v in data.items() if k not in lists})
+    except ValidationError as exc:
+        problems += _validation_problems(exc, doc, from_env)
+    entries: dict[str, tuple[Any, ...]] = {}
+    for kind, items in lists.items():
+        valid: list[Any] = []
+        for start in range(0, len(items), _CHUNK):
+            if len(problems) >= MAX_PROBLEMS:
+                return None, problems, True
+            try:
+                valid += _ENTRIES[kind].validate_python(items[start : start + _CHUNK])
+            except ValidationError as exc:
+                problems += _validation_problems(exc, doc, from_env, (kind,), start)
+        entries[kind] = tuple(valid)
+    if config is None or problems:
+        return None, problems, False
+    return config.model_copy(update=entries), problems, False
 
 
 def _line_key(problem: Problem) -> int:
@@ -605,11 +753,13 @@ def _line_key(problem: Problem) -> int:
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate a config file; raises :class:`ConfigError` for every kind of problem."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config_text(path)
     except FileNotFoundError:
         raise ConfigError(
             str(path), [Problem((), "file not found (use --config PATH or set BOT_CONFIG)")]
         ) from None
+    except FileTooLarge:
+        raise ConfigError(str(path), [Problem((), f"cannot be read: {TOO_LARGE}")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(str(path), [Problem((), f"cannot be read: {reason}")]) from None
@@ -624,8 +774,8 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         config = config.model_copy(update={"bitrix24": bitrix24})
     stored = config.storage.path
     if stored != ":memory:" and not Path(stored).is_absolute():
-        # next to the config, wherever the bot is started from
-        storage = StorageSettings(path=str(path.resolve().parent / stored))
+        # next to the config, wherever the bot is started from; the url (PostgreSQL) stays
+        storage = config.storage.model_copy(update={"path": str(path.resolve().parent / stored)})
         config = config.model_copy(update={"storage": storage})
     return config
 

@@ -814,3 +814,112 @@ def test_a_missing_include_is_a_clear_problem(tmp_path: Path) -> None:
         load_config(config_file, {})
     [problem] = caught.value.problems
     assert str(problem).startswith("include (line 1): nowhere.yaml: cannot be read")
+
+
+# ---- storage: the file's url reaches the config, $STORAGE_URL wins, never shown ----------
+
+FAKE_DB_PASSWORD = "zq9FAKEdbPASSWORD7x"
+FAKE_DB_URL = f"postgresql://bot:{FAKE_DB_PASSWORD}@db.example.com:5432/handoff"
+
+
+def test_load_config_keeps_storage_url_and_puts_the_path_next_to_the_file(
+    tmp_path: Path,
+) -> None:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        f"storage:\n  path: audit.sqlite3\n  url: {FAKE_DB_URL}\n", encoding="utf-8"
+    )
+    storage = load_config(config_file, env={}).storage
+    assert storage.url is not None
+    assert storage.url.get_secret_value() == FAKE_DB_URL
+    assert storage.path == str(tmp_path.resolve() / "audit.sqlite3")
+
+
+def test_load_config_without_storage_url_is_sqlite_next_to_the_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("language: en\n", encoding="utf-8")
+    storage = load_config(config_file, env={}).storage
+    assert storage.url is None
+    assert storage.path == str(tmp_path.resolve() / "handoff.sqlite3")
+
+
+def test_storage_url_from_env_wins_over_the_file() -> None:
+    text = "storage: {url: 'postgresql://file@db.example.com/file'}\n"
+    config = parse_config(text, {"STORAGE_URL": FAKE_DB_URL})
+    assert config.storage.url is not None
+    assert config.storage.url.get_secret_value() == FAKE_DB_URL
+    from_file = parse_config(text, {"STORAGE_URL": ""})  # empty: the file's stays
+    assert from_file.storage.url is not None
+    assert from_file.storage.url.get_secret_value() == "postgresql://file@db.example.com/file"
+    only_env = parse_config("language: en\n", {"STORAGE_URL": FAKE_DB_URL})
+    assert only_env.storage.url is not None
+    assert only_env.storage.url.get_secret_value() == FAKE_DB_URL
+
+
+@pytest.mark.parametrize("render", [str, repr], ids=["str", "repr"])
+def test_storage_url_is_never_shown(render: Callable[[object], str]) -> None:
+    config = parse_config("language: en\n", {"STORAGE_URL": FAKE_DB_URL})
+    for shown in (render(config), render(config.storage)):
+        assert FAKE_DB_PASSWORD not in shown
+        assert "db.example.com" not in shown
+
+
+def test_a_bad_storage_url_is_reported_without_echoing_it() -> None:
+    url = f"mysql://bot:{FAKE_DB_PASSWORD}@db.example.com/handoff"
+    error = config_error(f"storage:\n  url: {url}\n")
+    assert [str(p) for p in error.problems] == [
+        "storage.url (line 2): must be a postgresql:// URL (or leave it out for SQLite)"
+    ]
+    assert FAKE_DB_PASSWORD not in str(error) + repr(error)
+
+    error = config_error("language: en\n", {"STORAGE_URL": url})
+    assert [str(p) for p in error.problems] == [
+        "storage.url: must be a postgresql:// URL (or leave it out for SQLite) (from $STORAGE_URL)"
+    ]
+    assert FAKE_DB_PASSWORD not in str(error) + repr(error)
+
+
+# ---- shutdown_grace_s ---------------------------------------------------------------------
+
+
+def test_shutdown_grace_defaults_to_30_seconds_and_may_be_set() -> None:
+    assert parse_config("language: en\n", {}).shutdown_grace_s == 30
+    assert parse_config("shutdown_grace_s: 2.5\n", {}).shutdown_grace_s == 2.5
+    assert parse_config("shutdown_grace_s: 600\n", {}).shutdown_grace_s == 600
+    assert parse_config("shutdown_grace_s: ${GRACE:-45}\n", {}).shutdown_grace_s == 45
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", "must be more than 0"),
+        ("-5", "must be more than 0"),
+        ("600.5", "must be at most 600"),
+        ("3600", "must be at most 600"),
+        ("soon", "must be a number"),
+        ("[30]", "must be a number"),
+    ],
+)
+def test_shutdown_grace_out_of_range(value: str, expected: str) -> None:
+    assert problems(f"language: en\nshutdown_grace_s: {value}\n") == [
+        f"shutdown_grace_s (line 2): {expected}"
+    ]
+
+
+def test_shutdown_grace_typo_is_suggested() -> None:
+    assert problems("shutdown_grace: 10\n") == [
+        "shutdown_grace (line 1): unknown key (a typo?); did you mean 'shutdown_grace_s'?"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("button_expiry_min: 0\n", "button_expiry_min (line 1): must be more than 0"),
+        ("button_expiry_min: 3000\n", "button_expiry_min (line 1): must be at most 2880"),
+        ("bitrix24:\n  burst: 0\n", "bitrix24.burst (line 2): must be at least 1"),
+        ("bitrix24:\n  timeout_s: 61\n", "bitrix24.timeout_s (line 2): must be at most 60"),
+    ],
+)
+def test_numbers_out_of_range_say_the_bound(text: str, expected: str) -> None:
+    assert problems(text) == [expected]

@@ -12,15 +12,16 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from bot.app import build_app, build_bot
-from bot.config import parse_config
+from bot.config import load_config, parse_config
 from bot.sandbox.telegram import FakeTelegram
-from bot.storage import AuditEntry, Mark, utc_now
+from bot.storage import AuditEntry, Mark, open_storage, utc_now
 from bot.storage_pg import PostgresStorage
 from bot.webhook import build_web_app
 from tests.conftest import ANNA, make_portal
@@ -179,3 +180,53 @@ async def test_button_state_is_shared_and_a_tap_wins_once(postgres: str) -> None
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_config_file_naming_postgres_keeps_the_audit_trail_there(
+    postgres: str, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        f"storage:\n  path: audit.sqlite3\n  url: '{postgres}'\n", encoding="utf-8"
+    )
+    writer = open_storage(load_config(config_file, env={}).storage, boot="x")
+    reader = open_storage(load_config(config_file, env={}).storage, boot="x")
+    direct = PostgresStorage(postgres, "check")  # the server itself, not through the config
+    when = utc_now()
+    entry = AuditEntry(when, OLGA, OLGA, "transfer", "8043", "queue:3", "ok", 7, 4242)
+    await writer.open()
+    await reader.open()
+    await direct.open()
+    try:
+        await writer.record([entry])
+        assert await reader.history(dialog="8043") == [entry]
+        assert await direct.history(dialog="8043") == [entry]
+    finally:
+        for storage in (writer, reader, direct):
+            await storage.close()
+    assert isinstance(writer, PostgresStorage)
+    assert isinstance(reader, PostgresStorage)
+    assert not (tmp_path / "audit.sqlite3").exists(), "nothing went to SQLite"
+
+
+async def test_storage_url_from_the_environment_wins_over_the_file(
+    postgres: str, tmp_path: Path
+) -> None:
+    config_file = tmp_path / "config.yaml"
+    # the file names a server that does not exist; the environment names the real one
+    config_file.write_text(
+        "storage: {url: 'postgresql://nobody@127.0.0.1:1/nowhere'}\n", encoding="utf-8"
+    )
+    config = load_config(config_file, env={"STORAGE_URL": postgres})
+    storage = open_storage(config.storage, boot="env")
+    assert isinstance(storage, PostgresStorage)
+    direct = PostgresStorage(postgres, "check")
+    await storage.open()
+    await direct.open()
+    try:
+        entry = AuditEntry(utc_now(), OLGA, OLGA, "finish", "8044", "-", "ok", 3, 4243)
+        await storage.record([entry])
+        assert await direct.history(dialog="8044") == [entry]
+    finally:
+        await storage.close()
+        await direct.close()
