@@ -375,6 +375,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Эти кнопки устарели: отправьте команду снова.",
     ),
     "tap.taken": ("Already being done.", "Уже выполняется."),
+    "tap.not_valid": ("This button is not valid any more.", "Эта кнопка больше не действует."),
     "tap.working": ("Working…", "Выполняю…"),
     "tap.not_supervisor": (
         "Only the bot's supervisors can use these buttons.",

@@ -2,9 +2,10 @@
 
 Buttons carry only small IDs (Telegram allows 64 bytes of callback data); the rest — which
 dialogs, which target, who asked, when — is kept here, keyed by the message the buttons are
-on. A tap claims its message before anything is sent to Bitrix24, so a double tap or two
-supervisors tapping at once never act twice — in storage, so that holds across instances
-and restarts too.
+on. A tap is first checked against what its message offered (callback data comes from the
+supervisor's phone and may be anything), then claims its message before anything is sent to
+Bitrix24, so a double tap or two supervisors tapping at once never act twice — in storage, so
+that holds across instances and restarts too.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from bot.bitrix24.client import Dialog
 from bot.command import DialogKind, DialogRef
 from bot.directory import Kind, Target
+from bot.flow import picker_page
 from bot.storage import Mark, Storage
 
 MessageKey = tuple[int, int]  # (chat_id, message_id)
@@ -36,12 +38,21 @@ class Action(StrEnum):
     RETRY = "retry"  # once more, for the dialogs a transfer or finish did not move
 
 
-class Expired(Exception):
-    """The buttons are unknown (older than the expiry, or from before a restart)."""
+class Refused(Exception):
+    """A tap that is not carried out; nothing was changed and no claim was spent."""
 
 
-class Taken(Exception):
+class Expired(Refused):
+    """The buttons are older than the expiry (or, from :meth:`PendingStore.claim`, unknown)."""
+
+
+class Taken(Refused):
     """Another tap is already doing (or has done) what these buttons do."""
+
+
+class NotOffered(Refused):
+    """The message has no live buttons, or none that does what the tap asks: a tap on a
+    message that was done, cancelled or never had buttons, or crafted callback data."""
 
 
 @dataclass
@@ -56,6 +67,25 @@ class Pending:
     claimed: bool = False
     looked: tuple[Dialog, ...] = ()  # the dialogs as last seen (picker header, holder)
     target_word: str | None = None  # a target typed with a reply to several dialogs
+    # the targets the buttons offer (picker, every page; "did you mean"): a tap may only
+    # choose one of these, and the picker's pages are drawn from them
+    offered: tuple[Target, ...] = ()
+
+    def target_offered(self, kind: Kind, bitrix_id: int) -> Target | None:
+        """The target with this kind and ID if a button of the message offers it, else None."""
+        if self.action not in (Action.PICK, Action.SUGGEST):
+            return None
+        return next((t for t in self.offered if t.kind is kind and t.bitrix_id == bitrix_id), None)
+
+    def dialog_offered(self, chat_id: int) -> Dialog | None:
+        """The dialog with this CHAT_ID if the message asks to choose it, else None."""
+        if self.action is not Action.CHOOSE:
+            return None
+        return next((d for d in self.looked if d.chat_id == chat_id), None)
+
+    def page_offered(self, number: int) -> bool:
+        """Whether the message is a picker that has page ``number``."""
+        return self.action is Action.PICK and picker_page(self.offered, number).number == number
 
 
 class PendingStore:
@@ -84,8 +114,56 @@ class PendingStore:
         pending.claimed = found[1]
         return pending
 
+    async def look(self, key: MessageKey, offers: Callable[[Pending], bool]) -> Pending:
+        """A message's live, unclaimed pending work, if ``offers`` says the tap is one of its
+        buttons; claims nothing (paging changes nothing, so it only looks).
+
+        Raises :class:`NotOffered` when the message has no buttons or ``offers`` is false,
+        :class:`Expired` when they are too old, :class:`Taken` when another tap has them.
+        """
+        return (await self._look(key, offers))[1]
+
+    async def take(self, key: MessageKey, offers: Callable[[Pending], bool]) -> Pending:
+        """Check a tap against its message, then claim the message's work for it, once.
+
+        The check comes first, so a stale or crafted tap never spends the claim of a live
+        button; raises as :meth:`look` does. If another tap changed the message between the
+        check and the claim, what was claimed is checked again and, if the tap does not fit
+        it, given back (unclaimed) before :class:`NotOffered` is raised.
+        """
+        seen, _ = await self._look(key, offers)
+        won = await self.storage.claim_pending(_key(key), self._clock() - self.expiry_s)
+        if won is Mark.CUT_OFF:
+            raise Expired(key)
+        if won is Mark.DONE:
+            raise Taken(key)
+        pending = _load(str(won))
+        if str(won) != seen and not offers(pending):
+            await self.storage.put_pending(_key(key), str(won), pending.created_at)
+            raise NotOffered(key)
+        pending.claimed = True
+        return pending
+
+    async def _look(
+        self, key: MessageKey, offers: Callable[[Pending], bool]
+    ) -> tuple[str, Pending]:
+        # read without the age limit, to tell old buttons ("expired") from none at all
+        found = await self.storage.get_pending(_key(key), 0.0)
+        if found is None:
+            raise NotOffered(key)
+        pending = _load(found[0])
+        pending.claimed = found[1]
+        if pending.created_at < self._clock() - self.expiry_s:
+            raise Expired(key)
+        if not offers(pending):
+            raise NotOffered(key)
+        if pending.claimed:
+            raise Taken(key)
+        return found[0], pending
+
     async def claim(self, key: MessageKey) -> Pending:
-        """Take a message's action for execution, once, whichever instance the tap reaches.
+        """Take a message's action for execution, once, whichever instance the tap reaches,
+        without checking the tap (see :meth:`take`).
 
         Raises :class:`Expired` for unknown or old buttons and :class:`Taken` when another
         tap got there first.
@@ -133,12 +211,11 @@ def _dump(pending: Pending) -> str:
             "action": pending.action.value,
             "dialogs": json.loads(_refs(pending.dialogs)),
             "user_id": pending.user_id,
-            "target": None
-            if target is None
-            else [target.kind.value, target.bitrix_id, target.name, target.key],
+            "target": None if target is None else _target(target),
             "created_at": pending.created_at,
             "looked": [dataclasses.astuple(dialog) for dialog in pending.looked],
             "target_word": pending.target_word,
+            "offered": [_target(t) for t in pending.offered],
         }
     )
 
@@ -150,8 +227,18 @@ def _load(text: str) -> Pending:
         action=Action(data["action"]),
         dialogs=_unrefs(data["dialogs"]),
         user_id=int(data["user_id"]),
-        target=None if target is None else Target(Kind(target[0]), target[1], target[2], target[3]),
+        target=None if target is None else _untarget(target),
         created_at=float(data["created_at"]),
         looked=tuple(Dialog(*fields) for fields in data["looked"]),
         target_word=data["target_word"],
+        # rows stored before the offered targets were kept: no target tap fits them
+        offered=tuple(_untarget(t) for t in data.get("offered", ())),
     )
+
+
+def _target(target: Target) -> list[Any]:
+    return [target.kind.value, target.bitrix_id, target.name, target.key]
+
+
+def _untarget(data: list[Any]) -> Target:
+    return Target(Kind(data[0]), int(data[1]), str(data[2]), data[3])

@@ -13,7 +13,7 @@ from bot.pending import Action, Pending
 from bot.services import Services
 from handlers import keyboards
 from handlers.respond import respond
-from handlers.work import chat_refs, failures, key_of, replied_dialogs
+from handlers.work import chat_refs, failures, key_of, replied_dialogs, showing
 
 
 async def finish(
@@ -36,13 +36,13 @@ async def finish(
         await respond(message, replies.transfer(failures(refs, looks), None, lang))
         return
     markup = keyboards.confirm("button.finish", replies, lang)
-    sent = await respond(message, replies.confirm(looks, None, lang), markup)
     user_id = message.from_user.id if message.from_user else 0
-    key = key_of(sent[-1])
-    await services.pending.put(
-        key, Pending(Action.CONFIRM_FINISH, chat_refs(seen), user_id, looked=tuple(seen))
-    )
-    await services.pending.remember(key, chat_refs(seen))
+    pending = Pending(Action.CONFIRM_FINISH, chat_refs(seen), user_id, looked=tuple(seen))
+    async with showing(message.chat.id):
+        sent = await respond(message, replies.confirm(looks, None, lang), markup)
+        key = key_of(sent[-1])
+        await services.pending.put(key, pending)
+        await services.pending.remember(key, chat_refs(seen))
 
 
 def build_router() -> Router:

@@ -1,15 +1,19 @@
 """Inline keyboards and their callback data (aiogram ``CallbackData`` factories).
 
 Callback data carries only small IDs; what they act on is kept by :class:`PendingStore`
-under the message the keyboard is on.
+under the message the keyboard is on. What a tap brings back comes from the user's phone and
+may be anything (a modified client): :class:`Exact` matches only data the bot itself could
+have made.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal, TypeVar
 
-from aiogram.filters.callback_data import CallbackData
-from aiogram.types import InlineKeyboardMarkup
+from aiogram.filters import Filter
+from aiogram.filters.callback_data import MAX_CALLBACK_LENGTH, CallbackData
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot.bitrix24.client import Dialog
@@ -22,7 +26,7 @@ from bot.replies import Replies
 class TargetTap(CallbackData, prefix="t"):
     """A target was chosen (picker or "did you mean")."""
 
-    kind: str  # "o" operator, "q" queue
+    kind: Literal["o", "q"]  # operator, queue; anything else is not a button of ours
     id: int
 
 
@@ -48,6 +52,36 @@ class CancelTap(CallbackData, prefix="no"):
 
 class RetryTap(CallbackData, prefix="re"):
     """Try again what did not move."""
+
+
+Tap = TypeVar("Tap", bound=CallbackData)
+
+
+def parse(tap: type[Tap], data: str | None) -> Tap | None:
+    """``data`` as a ``tap``, if it is exactly what the bot would have put on such a button:
+    at most 64 bytes, and packing back to the same string (no padding, no leading zeros, no
+    other spelling of a number); else None."""
+    if data is None or len(data.encode()) > MAX_CALLBACK_LENGTH:
+        return None  # before parsing: 10 KB of junk is not even split
+    try:
+        parsed = tap.unpack(data)
+        return parsed if parsed.pack() == data else None
+    except (TypeError, ValueError):  # wrong prefix or arity, or a field pydantic refuses
+        return None
+
+
+class Exact(Filter):
+    """The taps whose data :func:`parse` accepts as ``tap``, handed to the handler as
+    ``callback_data``: ``Exact(TargetTap)`` where aiogram has ``TargetTap.filter()``, which
+    takes any spelling pydantic can read (``t:o:0015``, 10 KB long)."""
+
+    def __init__(self, tap: type[CallbackData]) -> None:
+        self.tap = tap
+
+    async def __call__(self, query: CallbackQuery) -> Literal[False] | dict[str, Any]:
+        """The parsed data, or False."""
+        parsed = parse(self.tap, query.data)
+        return False if parsed is None else {"callback_data": parsed}
 
 
 def target_tap(target: Target) -> TargetTap:

@@ -1,179 +1,290 @@
 """Button taps: pick a target, turn a page, choose a dialog, confirm, cancel.
 
-Every tap is answered (the phone's spinner stops). A tap first claims its message in the
-pending store, so a double tap — or two supervisors at once — never acts twice.
+Every tap is answered exactly once, and first — before any edit or REST call — so the phone's
+spinner stops whatever happens after: :class:`AnswerEveryTap` hands each handler a
+:class:`TapAnswer` and answers for the handler that did not; a handler that fails leaves the
+error handler a :class:`TapFailed` that knows whether the tap was answered.
+
+A tap is checked against what its message offered before it claims the message in the
+pending store (callback data comes from the user's phone and may be anything), then claims
+it, so a stale or crafted tap spends nothing and a double tap — or two supervisors at once —
+never acts twice.
 """
 
 from __future__ import annotations
 
-from aiogram import Router
-from aiogram.types import CallbackQuery, Message, Update
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiogram import BaseMiddleware, Router
+from aiogram.dispatcher.event.bases import CancelHandler, SkipHandler
+from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 
 from bot.command import DialogKind, DialogRef
 from bot.directory import ResolveError
 from bot.flow import Step, after_target, picker_page, picker_targets
 from bot.messages import Lang
-from bot.pending import Action, Expired, Pending, Taken
+from bot.pending import Action, Expired, NotOffered, Pending, Refused, Taken
 from bot.services import Services
 from handlers import keyboards
 from handlers.keyboards import (
     CancelTap,
     ConfirmTap,
     DialogTap,
+    Exact,
     PageTap,
     RetryTap,
     TargetTap,
     tapped_kind,
 )
 from handlers.respond import replace
-from handlers.work import Asker, carry_out, key_of
+from handlers.work import Asker, carry_out, edited, key_of, settled
+
+log = logging.getLogger(__name__)
+
+# what a refused tap is told; nothing was changed and no claim was spent
+_REFUSALS: dict[type[Refused], str] = {
+    Expired: "tap.expired",
+    Taken: "tap.taken",
+    NotOffered: "tap.not_valid",
+}
 
 
-async def _claim(
-    query: CallbackQuery, services: Services, lang: Lang, *actions: Action
+class TapAnswer:
+    """The one answer a tap gets: Telegram takes a single answer per callback query, so the
+    first call sends it and later calls do nothing."""
+
+    def __init__(self, query: CallbackQuery) -> None:
+        self.query = query
+        self.sent = False
+
+    async def __call__(self, text: str | None = None, *, alert: bool = False) -> None:
+        """Answer the tap (a toast, or an alert) unless it was answered already."""
+        if self.sent:
+            return
+        self.sent = True  # before the request: an answer lost on the way is not sent twice
+        await self.query.answer(text, show_alert=alert)
+
+
+class TapFailed(Exception):
+    """A tap's handler failed (the failure is the ``__cause__``); ``answer`` tells the error
+    handler whether the tap was answered before it did, and answers it if not."""
+
+    def __init__(self, answer: TapAnswer) -> None:
+        super().__init__(f"tap {answer.query.id} failed")
+        self.answer = answer
+
+
+class AnswerEveryTap(BaseMiddleware):
+    """Puts a :class:`TapAnswer` into each tap handler's data as ``answer``; answers plainly
+    for a handler that returned without answering; turns a handler's failure into
+    :class:`TapFailed`.
+
+    Not aiogram's ``CallbackAnswerMiddleware``: that one answers either before the handler
+    with one fixed text or after it, while here the answer depends on the tap's check and must
+    come before the REST work ("Working…"); and on a failure it answers in ``finally`` with the
+    ordinary text, so the error handler could neither alert nor know.
+    """
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        """Run the handler with its answer at hand; make sure the tap is answered."""
+        if not isinstance(event, CallbackQuery):
+            return await handler(event, data)
+        answer = data["answer"] = TapAnswer(event)
+        try:
+            result = await handler(event, data)
+            await answer()
+        except (SkipHandler, CancelHandler):  # aiogram's own flow control, not failures
+            raise
+        except Exception as err:
+            raise TapFailed(answer) from err
+        return result
+
+
+async def _checked(
+    query: CallbackQuery,
+    answer: TapAnswer,
+    services: Services,
+    lang: Lang,
+    offers: Callable[[Pending], bool],
+    *,
+    claim: bool = True,
 ) -> tuple[Message, Pending] | None:
-    """The tapped message and its pending work, claimed; or None, the tap answered."""
-    text = services.replies.messages.template
+    """The tapped message and its pending work, checked against the tap (``offers``) and,
+    with ``claim``, claimed; or None, the tap answered why not."""
     message = query.message
-    if not isinstance(message, Message):  # too old for Telegram to show us
-        await query.answer(text("tap.expired", lang))
-        return None
     try:
-        pending = await services.pending.claim(key_of(message))
-    except Expired:
-        await query.answer(text("tap.expired", lang))
-        return None
-    except Taken:
-        await query.answer(text("tap.taken", lang))
-        return None
-    if pending.action not in actions:
-        await query.answer(text("tap.expired", lang))
+        if not isinstance(message, Message):  # too old for Telegram to show us
+            raise Expired(None)
+        await settled(message.chat.id)
+        store = services.pending
+        pending = await (store.take if claim else store.look)(key_of(message), offers)
+    except Refused as refusal:
+        await _refuse(query, answer, services, lang, refusal)
         return None
     return message, pending
 
 
+async def _refuse(
+    query: CallbackQuery, answer: TapAnswer, services: Services, lang: Lang, refusal: Refused
+) -> None:
+    """Tell the tapper why nothing happens; log it (crafted data shows up here)."""
+    chat = query.message.chat.id if query.message is not None else None
+    user = query.from_user.id if query.from_user else None
+    log.info(
+        "tap refused (%s): user=%s chat=%s data=%.80r",
+        type(refusal).__name__,
+        user,
+        chat,
+        query.data,
+    )
+    await answer(services.replies.messages.template(_REFUSALS[type(refusal)], lang))
+
+
 async def _do(
-    query: CallbackQuery,
-    message: Message,
-    pending: Pending,
-    services: Services,
-    update: Update,
-    *,
-    lang: Lang,
-    by: str,
+    answer: TapAnswer, message: Message, pending: Pending, services: Services, asker: Asker
 ) -> None:
     """Carry out a claimed transfer or finish and turn the message into the result."""
-    await query.answer(services.replies.messages.template("tap.working", lang))
-    asker = Asker.of(query, message.chat.id, update, by, lang)
+    lang = asker.lang
+    await answer(services.replies.messages.template("tap.working", lang))
     done = await carry_out(services, pending.dialogs, pending.target, asker)
-    await replace(message, done.text, done.markup(services.replies, lang))
+    # what the result's buttons do is stored before they show, so a quick tap finds it
     await services.pending.drop(key_of(message))
     await services.pending.remember(key_of(message), done.refs)
     await done.offer_retry(message, services)
+    await edited(replace(message, done.text, done.markup(services.replies, lang)))
     await done.note_if_unannounced(message, lang, services)
 
 
 async def on_target(
     query: CallbackQuery,
     callback_data: TargetTap,
+    answer: TapAnswer,
     event_update: Update,
     services: Services,
     lang: Lang,
     supervisor_name: str,
 ) -> None:
-    """A target from the picker or from "did you mean"."""
-    claimed = await _claim(query, services, lang, Action.PICK, Action.SUGGEST)
-    if claimed is None:
+    """A target from the picker or from "did you mean" — one the message offered."""
+    kind, bitrix_id = tapped_kind(callback_data), callback_data.id
+    checked = await _checked(
+        query, answer, services, lang, lambda p: p.target_offered(kind, bitrix_id) is not None
+    )
+    if checked is None:
         return
-    message, pending = claimed
-    target = services.directory.by_id(tapped_kind(callback_data), callback_data.id)
+    message, pending = checked
+    target = pending.target_offered(kind, bitrix_id)
+    assert target is not None  # what _checked took it for
     plan = after_target(pending.dialogs, target)
     if plan.step is Step.CONFIRM:
-        await query.answer()
+        await answer()
         looks = await services.handoff.look(pending.dialogs)
         confirm = Pending(Action.CONFIRM_TRANSFER, pending.dialogs, pending.user_id, target=target)
         await services.pending.put(key_of(message), confirm)
         markup = keyboards.confirm("button.transfer", services.replies, lang)
-        await replace(message, services.replies.confirm(looks, target, lang), markup)
+        await edited(replace(message, services.replies.confirm(looks, target, lang), markup))
         return
     pending.target = target
-    await _do(query, message, pending, services, event_update, lang=lang, by=supervisor_name)
+    asker = Asker.of(query, message.chat.id, event_update, supervisor_name, lang)
+    await _do(answer, message, pending, services, asker)
 
 
 async def on_page(
-    query: CallbackQuery, callback_data: PageTap, services: Services, lang: Lang
+    query: CallbackQuery, callback_data: PageTap, answer: TapAnswer, services: Services, lang: Lang
 ) -> None:
-    """Another page of the picker (nothing is claimed: paging changes nothing)."""
-    text = services.replies.messages.template
-    message = query.message
-    pending = await services.pending.get(key_of(message)) if isinstance(message, Message) else None
-    if not isinstance(message, Message) or pending is None or pending.action is not Action.PICK:
-        await query.answer(text("tap.expired", lang))
+    """Another page of the picker (only looked at, not claimed: paging changes nothing). A
+    repeated tap shows the same page again: Telegram's "not modified" is no failure."""
+    number = callback_data.page
+    checked = await _checked(
+        query, answer, services, lang, lambda p: p.page_offered(number), claim=False
+    )
+    if checked is None:
         return
-    if pending.claimed:
-        await query.answer(text("tap.taken", lang))
-        return
-    targets = picker_targets(services.directory, pending.looked)
-    page = picker_page(targets, callback_data.page)
-    await message.edit_reply_markup(reply_markup=keyboards.picker(page, services.replies, lang))
-    await query.answer()
+    message, pending = checked
+    await answer()
+    page = picker_page(pending.offered, number)
+    markup = keyboards.picker(page, services.replies, lang)
+    await edited(message.edit_reply_markup(reply_markup=markup))
 
 
 async def on_dialog(
     query: CallbackQuery,
     callback_data: DialogTap,
+    answer: TapAnswer,
     event_update: Update,
     services: Services,
     lang: Lang,
     supervisor_name: str,
 ) -> None:
-    """One of several dialogs: then the typed target, or the picker."""
-    claimed = await _claim(query, services, lang, Action.CHOOSE)
-    if claimed is None:
+    """One of several dialogs — one the message offered: then the typed target, or the
+    picker."""
+    chat_id = callback_data.chat
+    checked = await _checked(
+        query, answer, services, lang, lambda p: p.dialog_offered(chat_id) is not None
+    )
+    if checked is None:
         return
-    message, pending = claimed
-    chosen = DialogRef(DialogKind.CHAT, callback_data.chat)
-    looked = tuple(d for d in pending.looked if d.chat_id == callback_data.chat)
+    message, pending = checked
+    dialog = pending.dialog_offered(chat_id)
+    assert dialog is not None  # what _checked took it for
+    chosen, looked = DialogRef(DialogKind.CHAT, chat_id), (dialog,)
     replies = services.replies
     if pending.target_word is None:
-        await query.answer()
-        await services.pending.put(
-            key_of(message), Pending(Action.PICK, (chosen,), pending.user_id, looked=looked)
-        )
-        page = picker_page(picker_targets(services.directory, looked), 0)
-        await replace(message, replies.picker(looked, lang), keyboards.picker(page, replies, lang))
+        await answer()
+        targets = tuple(picker_targets(services.directory, looked))
+        picker = Pending(Action.PICK, (chosen,), pending.user_id, looked=looked, offered=targets)
+        await services.pending.put(key_of(message), picker)
+        keyboard = keyboards.picker(picker_page(targets, 0), replies, lang)
+        await edited(replace(message, replies.picker(looked, lang), keyboard))
         return
     try:
         target = services.directory.resolve(pending.target_word)
     except ResolveError as err:
-        await query.answer()
+        await answer()
         await services.pending.put(
-            key_of(message), Pending(Action.SUGGEST, (chosen,), pending.user_id)
+            key_of(message),
+            Pending(Action.SUGGEST, (chosen,), pending.user_id, offered=err.candidates),
         )
         markup = keyboards.suggestions(err.candidates, replies, lang) if err.candidates else None
-        await replace(message, replies.unresolved(err, lang), markup)
+        await edited(replace(message, replies.unresolved(err, lang), markup))
         return
     pending.dialogs, pending.target = (chosen,), target
-    await _do(query, message, pending, services, event_update, lang=lang, by=supervisor_name)
+    asker = Asker.of(query, message.chat.id, event_update, supervisor_name, lang)
+    await _do(answer, message, pending, services, asker)
 
 
 async def on_confirm(
     query: CallbackQuery,
+    answer: TapAnswer,
     event_update: Update,
     services: Services,
     lang: Lang,
     supervisor_name: str,
 ) -> None:
     """The confirming tap of a bulk transfer or a finish."""
-    claimed = await _claim(query, services, lang, Action.CONFIRM_TRANSFER, Action.CONFIRM_FINISH)
-    if claimed is None:
+    checked = await _checked(
+        query,
+        answer,
+        services,
+        lang,
+        lambda p: p.action in (Action.CONFIRM_TRANSFER, Action.CONFIRM_FINISH),
+    )
+    if checked is None:
         return
-    message, pending = claimed
-    await _do(query, message, pending, services, event_update, lang=lang, by=supervisor_name)
+    message, pending = checked
+    asker = Asker.of(query, message.chat.id, event_update, supervisor_name, lang)
+    await _do(answer, message, pending, services, asker)
 
 
 async def on_retry(
     query: CallbackQuery,
+    answer: TapAnswer,
     event_update: Update,
     services: Services,
     lang: Lang,
@@ -181,31 +292,43 @@ async def on_retry(
 ) -> None:
     """ "Try again" under a result: the dialogs that did not move, looked at afresh and sent
     once more (at most one call each, as for a typed command)."""
-    claimed = await _claim(query, services, lang, Action.RETRY)
-    if claimed is None:
+    checked = await _checked(query, answer, services, lang, lambda p: p.action is Action.RETRY)
+    if checked is None:
         return
-    message, pending = claimed
-    await _do(query, message, pending, services, event_update, lang=lang, by=supervisor_name)
+    message, pending = checked
+    asker = Asker.of(query, message.chat.id, event_update, supervisor_name, lang)
+    await _do(answer, message, pending, services, asker)
 
 
-async def on_cancel(query: CallbackQuery, services: Services, lang: Lang) -> None:
-    """Cancel: the buttons go, nothing else happens."""
-    claimed = await _claim(query, services, lang, *Action)
-    if claimed is None:
+async def on_cancel(
+    query: CallbackQuery, answer: TapAnswer, services: Services, lang: Lang
+) -> None:
+    """Cancel (every keyboard has it): the buttons go, nothing else happens."""
+    checked = await _checked(query, answer, services, lang, lambda p: True)
+    if checked is None:
         return
-    message, _ = claimed
-    await query.answer()
+    message, _ = checked
+    await answer()
     await services.pending.drop(key_of(message))
-    await replace(message, services.replies.messages.text("cancelled", lang))
+    await edited(replace(message, services.replies.messages.text("cancelled", lang)))
+
+
+async def on_unknown(
+    query: CallbackQuery, answer: TapAnswer, services: Services, lang: Lang
+) -> None:
+    """Data no button of the bot carries: malformed, oversized, or of an older version."""
+    await _refuse(query, answer, services, lang, NotOffered(None))
 
 
 def build_router() -> Router:
-    """The button handlers."""
+    """The button handlers, each tap answered by :class:`AnswerEveryTap`."""
     router = Router(name="taps")
-    router.callback_query.register(on_target, TargetTap.filter())
-    router.callback_query.register(on_page, PageTap.filter())
-    router.callback_query.register(on_dialog, DialogTap.filter())
-    router.callback_query.register(on_confirm, ConfirmTap.filter())
-    router.callback_query.register(on_cancel, CancelTap.filter())
-    router.callback_query.register(on_retry, RetryTap.filter())
+    router.callback_query.middleware(AnswerEveryTap())
+    router.callback_query.register(on_target, Exact(TargetTap))
+    router.callback_query.register(on_page, Exact(PageTap))
+    router.callback_query.register(on_dialog, Exact(DialogTap))
+    router.callback_query.register(on_confirm, Exact(ConfirmTap))
+    router.callback_query.register(on_cancel, Exact(CancelTap))
+    router.callback_query.register(on_retry, Exact(RetryTap))
+    router.callback_query.register(on_unknown)  # last: whatever the filters above refused
     return router

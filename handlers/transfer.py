@@ -9,14 +9,22 @@ from aiogram.types import InlineKeyboardMarkup, Message, Update
 
 from bot.bitrix24.client import Dialog
 from bot.command import DialogKind, UsageError, parse_transfer
-from bot.directory import ResolveError
+from bot.directory import ResolveError, Target
 from bot.flow import Plan, Step, picker_page, picker_targets, plan_transfer
 from bot.messages import Html, Lang
 from bot.pending import Action, Pending
 from bot.services import Services
 from handlers import keyboards
 from handlers.respond import respond
-from handlers.work import Asker, carry_out, chat_refs, failures, key_of, replied_dialogs
+from handlers.work import (
+    Asker,
+    carry_out,
+    chat_refs,
+    failures,
+    key_of,
+    replied_dialogs,
+    showing,
+)
 
 
 async def transfer(
@@ -48,16 +56,19 @@ async def transfer(
     if plan.step is Step.SUGGEST:
         assert isinstance(plan.error, ResolveError)
         markup = keyboards.suggestions(plan.error.candidates, replies, lang)
-        sent = await respond(message, replies.unresolved(plan.error, lang), markup)
-        await services.pending.put(key_of(sent[-1]), Pending(Action.SUGGEST, plan.dialogs, user_id))
+        suggest = Pending(Action.SUGGEST, plan.dialogs, user_id, offered=plan.error.candidates)
+        async with showing(message.chat.id):
+            sent = await respond(message, replies.unresolved(plan.error, lang), markup)
+            await services.pending.put(key_of(sent[-1]), suggest)
         return
     if plan.step is Step.EXECUTE:
         asker = Asker.of(message, message.chat.id, event_update, supervisor_name, lang)
         done = await carry_out(services, plan.dialogs, plan.target, asker)
-        sent = await respond(message, done.text, done.markup(replies, lang))
-        for sent_message in sent:
-            await services.pending.remember(key_of(sent_message), done.refs)
-        await done.offer_retry(sent[-1], services)
+        async with showing(message.chat.id):
+            sent = await respond(message, done.text, done.markup(replies, lang))
+            for sent_message in sent:
+                await services.pending.remember(key_of(sent_message), done.refs)
+            await done.offer_retry(sent[-1], services)
         await done.note_if_unannounced(sent[-1], lang, services)
         return
     await _ask(message, plan, services, lang, user_id)
@@ -73,6 +84,7 @@ async def _ask(message: Message, plan: Plan, services: Services, lang: Lang, use
         await respond(message, failed)
         return
     markup: InlineKeyboardMarkup
+    offered: tuple[Target, ...] = ()  # what a target button may choose: the picker's
     if plan.step is Step.CONFIRM:
         text = replies.confirm(looks, plan.target, lang)
         markup = keyboards.confirm("button.transfer", replies, lang)
@@ -83,11 +95,9 @@ async def _ask(message: Message, plan: Plan, services: Services, lang: Lang, use
         action = Action.CHOOSE
     else:
         text = Html("\n".join(filter(None, [failed, replies.picker(seen, lang)])))
-        page = picker_page(picker_targets(services.directory, seen), 0)
-        markup = keyboards.picker(page, replies, lang)
+        offered = tuple(picker_targets(services.directory, seen))
+        markup = keyboards.picker(picker_page(offered, 0), replies, lang)
         action = Action.PICK
-    sent = await respond(message, text, markup)
-    key = key_of(sent[-1])
     # a choice is between dialogs that exist; otherwise keep every dialog, so the result
     # still says what became of the ones that could not be seen
     pending = Pending(
@@ -97,9 +107,13 @@ async def _ask(message: Message, plan: Plan, services: Services, lang: Lang, use
         target=plan.target,
         looked=tuple(seen),
         target_word=plan.target_word,
+        offered=offered,
     )
-    await services.pending.put(key, pending)
-    await services.pending.remember(key, pending.dialogs)
+    async with showing(message.chat.id):
+        sent = await respond(message, text, markup)
+        key = key_of(sent[-1])
+        await services.pending.put(key, pending)
+        await services.pending.remember(key, pending.dialogs)
 
 
 def build_router() -> Router:

@@ -169,8 +169,8 @@ async def test_bulk_transfer_asks_once_showing_what_will_happen() -> None:
         await h.tap(confirm, OK)
         assert [c["CHAT_ID"] for c in h.rest_calls()] == [2043, 2045, 2046]
         assert h.now(confirm).plain_text.count("✅") == 3
-        again = await h.tap(confirm, OK, check_button=False)
-        assert again["text"] == "These buttons have expired: send the command again."
+        again = await h.tap(confirm, OK, check_button=False)  # the buttons are gone
+        assert again["text"] == "This button is not valid any more."
         assert len(h.rest_calls()) == 3
 
 
