@@ -10,10 +10,12 @@ that holds across instances and restarts too.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -25,6 +27,7 @@ from bot.flow import picker_page
 from bot.storage import Mark, Storage
 
 MessageKey = tuple[int, int]  # (chat_id, message_id)
+SETTLE_WAIT_S = 10.0  # sending is paced (about a message a second per chat)
 
 
 class Action(StrEnum):
@@ -43,7 +46,7 @@ class Refused(Exception):
 
 
 class Expired(Refused):
-    """The buttons are older than the expiry (or, from :meth:`PendingStore.claim`, unknown)."""
+    """The buttons are older than the expiry."""
 
 
 class Taken(Refused):
@@ -88,16 +91,52 @@ class Pending:
         return self.action is Action.PICK and picker_page(self.offered, number).number == number
 
 
+class Unstored:
+    """Per chat, the bot's messages being sent whose buttons, or dialogs, are not stored yet
+    (in this process). A tap, or a reply, is an update of its own, handled while the command
+    that sent the message may still be storing them: a quick one would find nothing (a tap
+    refused as not valid, a reply asked "which dialog?"), so it waits for them."""
+
+    def __init__(self) -> None:
+        self._by_chat: dict[int, set[asyncio.Future[None]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def sending(self, chat_id: int) -> AsyncIterator[None]:
+        """Around sending messages to ``chat_id`` and storing what they stand for."""
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._by_chat.setdefault(chat_id, set())
+        waiting.add(stored)
+        try:
+            yield
+        finally:
+            stored.set_result(None)
+            waiting.discard(stored)
+            if not waiting and self._by_chat.get(chat_id) is waiting:
+                del self._by_chat[chat_id]
+
+    async def settled(self, chat_id: int) -> None:
+        """Wait until the messages being sent to ``chat_id`` have what they stand for stored."""
+        waiting = self._by_chat.get(chat_id)
+        if waiting:
+            await asyncio.wait(set(waiting), timeout=SETTLE_WAIT_S)
+
+
 class PendingStore:
     """Pending button actions and the dialogs each bot message is about, kept in storage so
     that any instance, and the next run, knows them."""
 
     def __init__(
-        self, storage: Storage, expiry_s: float = 900.0, *, clock: Callable[[], float] = time.time
+        self,
+        storage: Storage,
+        expiry_s: float = 900.0,
+        *,
+        clock: Callable[[], float] = time.time,
+        unstored: Unstored | None = None,
     ) -> None:
         self.storage = storage
         self.expiry_s = expiry_s
         self._clock = clock  # wall time: instances compare it
+        self.unstored = unstored or Unstored()  # kept across reloads, as the storage is
 
     async def put(self, key: MessageKey, pending: Pending) -> Pending:
         """Attach ``pending`` to a message (replacing what was there); returns it."""
@@ -137,9 +176,9 @@ class PendingStore:
             raise Expired(key)
         if won is Mark.DONE:
             raise Taken(key)
-        pending = _load(str(won))
-        if str(won) != seen and not offers(pending):
-            await self.storage.put_pending(_key(key), str(won), pending.created_at)
+        pending = _load(won)
+        if won != seen and not offers(pending):
+            await self.storage.put_pending(_key(key), won, pending.created_at)
             raise NotOffered(key)
         pending.claimed = True
         return pending
@@ -160,22 +199,6 @@ class PendingStore:
         if pending.claimed:
             raise Taken(key)
         return found[0], pending
-
-    async def claim(self, key: MessageKey) -> Pending:
-        """Take a message's action for execution, once, whichever instance the tap reaches,
-        without checking the tap (see :meth:`take`).
-
-        Raises :class:`Expired` for unknown or old buttons and :class:`Taken` when another
-        tap got there first.
-        """
-        won = await self.storage.claim_pending(_key(key), self._clock() - self.expiry_s)
-        if won is Mark.CUT_OFF:
-            raise Expired(key)
-        if won is Mark.DONE:
-            raise Taken(key)
-        pending = _load(str(won))
-        pending.claimed = True
-        return pending
 
     async def drop(self, key: MessageKey) -> None:
         """Forget a message's buttons (done, cancelled)."""

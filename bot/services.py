@@ -35,6 +35,7 @@ class Services:
         its locks, the storage (and with it the buttons in flight), and the announcer if the
         team chat is the same."""
         fresh = Services.build(config, self.handoff, poster, self.storage)
+        fresh.pending.unstored = self.pending.unstored  # messages still being stored
         if config.announce_to != self.config.announce_to:
             return fresh
         return dataclasses.replace(fresh, announcer=self.announcer)

@@ -13,7 +13,7 @@ from bot.pending import Action, Pending
 from bot.services import Services
 from handlers import keyboards
 from handlers.respond import respond
-from handlers.work import chat_refs, failures, key_of, replied_dialogs, showing
+from handlers.work import chat_refs, failures, key_of, replied_dialogs
 
 
 async def finish(
@@ -38,7 +38,7 @@ async def finish(
     markup = keyboards.confirm("button.finish", replies, lang)
     user_id = message.from_user.id if message.from_user else 0
     pending = Pending(Action.CONFIRM_FINISH, chat_refs(seen), user_id, looked=tuple(seen))
-    async with showing(message.chat.id):
+    async with services.pending.unstored.sending(message.chat.id):
         sent = await respond(message, replies.confirm(looks, None, lang), markup)
         key = key_of(sent[-1])
         await services.pending.put(key, pending)

@@ -39,7 +39,7 @@ from handlers.keyboards import (
     tapped_kind,
 )
 from handlers.respond import replace
-from handlers.work import Asker, carry_out, edited, key_of, settled
+from handlers.work import Asker, carry_out, edited, key_of
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ async def _checked(
     try:
         if not isinstance(message, Message):  # too old for Telegram to show us
             raise Expired(None)
-        await settled(message.chat.id)
+        await services.pending.unstored.settled(message.chat.id)
         store = services.pending
         pending = await (store.take if claim else store.look)(key_of(message), offers)
     except Refused as refusal:

@@ -23,7 +23,6 @@ from handlers.work import (
     failures,
     key_of,
     replied_dialogs,
-    showing,
 )
 
 
@@ -57,14 +56,14 @@ async def transfer(
         assert isinstance(plan.error, ResolveError)
         markup = keyboards.suggestions(plan.error.candidates, replies, lang)
         suggest = Pending(Action.SUGGEST, plan.dialogs, user_id, offered=plan.error.candidates)
-        async with showing(message.chat.id):
+        async with services.pending.unstored.sending(message.chat.id):
             sent = await respond(message, replies.unresolved(plan.error, lang), markup)
             await services.pending.put(key_of(sent[-1]), suggest)
         return
     if plan.step is Step.EXECUTE:
         asker = Asker.of(message, message.chat.id, event_update, supervisor_name, lang)
         done = await carry_out(services, plan.dialogs, plan.target, asker)
-        async with showing(message.chat.id):
+        async with services.pending.unstored.sending(message.chat.id):
             sent = await respond(message, done.text, done.markup(replies, lang))
             for sent_message in sent:
                 await services.pending.remember(key_of(sent_message), done.refs)
@@ -109,7 +108,7 @@ async def _ask(message: Message, plan: Plan, services: Services, lang: Lang, use
         target_word=plan.target_word,
         offered=offered,
     )
-    async with showing(message.chat.id):
+    async with services.pending.unstored.sending(message.chat.id):
         sent = await respond(message, text, markup)
         key = key_of(sent[-1])
         await services.pending.put(key, pending)

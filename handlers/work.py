@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 from aiogram import Bot
@@ -26,37 +24,6 @@ from bot.storage import AuditEntry, utc_now
 from handlers import keyboards
 
 log = logging.getLogger(__name__)
-
-SETTLE_WAIT_S = 10.0  # sending is paced (about a message a second per chat)
-
-# Per chat, the messages being sent whose buttons, or dialogs, are not stored yet (this
-# process). A tap, or a reply, is an update of its own, handled while the command that sent
-# the message may still be storing them: a quick one would find nothing (a tap refused as not
-# valid, a reply asked "which dialog?").
-_unstored: dict[int, set[asyncio.Future[None]]] = {}
-
-
-@contextlib.asynccontextmanager
-async def showing(chat_id: int) -> AsyncIterator[None]:
-    """Around sending messages to ``chat_id`` and storing what their buttons do and which
-    dialogs they are about: taps and replies in the chat wait for it (:func:`settled`)."""
-    stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    waiting = _unstored.setdefault(chat_id, set())
-    waiting.add(stored)
-    try:
-        yield
-    finally:
-        stored.set_result(None)
-        waiting.discard(stored)
-        if not waiting and _unstored.get(chat_id) is waiting:
-            del _unstored[chat_id]
-
-
-async def settled(chat_id: int) -> None:
-    """Wait until the messages being sent to ``chat_id`` have what they stand for stored."""
-    waiting = _unstored.get(chat_id)
-    if waiting:
-        await asyncio.wait(set(waiting), timeout=SETTLE_WAIT_S)
 
 
 @dataclass(frozen=True)
@@ -121,7 +88,7 @@ async def replied_dialogs(message: Message, bot: Bot, services: Services) -> tup
     reply = message.reply_to_message
     if reply is None or reply.from_user is None or reply.from_user.id != bot.id:
         return ()
-    await settled(reply.chat.id)
+    await services.pending.unstored.settled(reply.chat.id)
     return await services.pending.about(key_of(reply))
 
 

@@ -9,7 +9,7 @@ from bot.command import DialogKind, DialogRef, TransferCommand
 from bot.config import parse_config
 from bot.directory import Directory, UnknownName
 from bot.flow import Step, picker_page, picker_targets, plan_transfer
-from bot.pending import Action, Expired, Pending, PendingStore, Taken
+from bot.pending import Action, Expired, NotOffered, Pending, PendingStore, Taken
 from bot.storage import SqliteStorage
 from tests.harness import CONFIG_YAML
 
@@ -85,12 +85,17 @@ async def store_with(clock: Clock, expiry_s: float = 900) -> PendingStore:
     return PendingStore(storage, expiry_s=expiry_s, clock=clock)
 
 
+def anything(_: Pending) -> bool:
+    """A tap any button of the message would fit."""
+    return True
+
+
 async def test_a_claim_is_taken_once() -> None:
     store = await store_with(Clock())
     await store.put((1, 1), Pending(Action.PICK, refs(2043), user_id=7))
-    assert (await store.claim((1, 1))).dialogs == refs(2043)
+    assert (await store.take((1, 1), anything)).dialogs == refs(2043)
     with pytest.raises(Taken):
-        await store.claim((1, 1))
+        await store.take((1, 1), anything)
     await store.storage.close()
 
 
@@ -100,9 +105,9 @@ async def test_buttons_expire() -> None:
     await store.put((1, 1), Pending(Action.PICK, refs(2043), user_id=7))
     clock.now += 61
     with pytest.raises(Expired):
-        await store.claim((1, 1))
-    with pytest.raises(Expired):
-        await store.claim((1, 2))
+        await store.take((1, 1), anything)
+    with pytest.raises(NotOffered):  # no buttons at all is not "expired"
+        await store.take((1, 2), anything)
     await store.storage.close()
 
 

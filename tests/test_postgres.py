@@ -171,7 +171,9 @@ async def test_button_state_is_shared_and_a_tap_wins_once(postgres: str) -> None
         await here.put((5, 9), Pending(Action.PICK, refs, user_id=OLGA))
         assert (await there.get((5, 9))) is not None, "another instance sees the buttons"
         results = await asyncio.gather(
-            here.claim((5, 9)), there.claim((5, 9)), return_exceptions=True
+            here.take((5, 9), lambda _: True),
+            there.take((5, 9), lambda _: True),
+            return_exceptions=True,
         )
         assert sum(isinstance(r, Pending) for r in results) == 1
         assert sum(isinstance(r, Taken) for r in results) == 1
