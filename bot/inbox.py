@@ -106,11 +106,6 @@ class Inbox:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
-    @property
-    def running(self) -> int:
-        """How many updates are being carried out."""
-        return len(self._tasks)
-
     def start(self, bot: Bot, update: Update, delivery: Delivery) -> None:
         """Carry ``update`` out in the background; its mark is done when it ends."""
         task = asyncio.get_running_loop().create_task(
@@ -120,17 +115,19 @@ class Inbox:
         task.add_done_callback(self._tasks.discard)
 
     async def _carry_out(self, bot: Bot, update: Update, delivery: Delivery) -> None:
-        _journal.set(_Journal(self._storage, delivery.key))  # this task's context only
+        journal = _Journal(self._storage, delivery.key)
+        _journal.set(journal)  # this task's context only
         # a failure inside is the errors router's to answer; cancelled (a stop that ran out of
         # time) leaves the mark open, so the next run finishes it
         await self._dispatcher.feed_update(bot, update, delivery=delivery)
         try:
-            await self._storage.done(delivery.key)
+            await journal.answered()  # written once: usually when the answer went out
         except Exception:  # the update was carried out: it must not look like a crash
             log.exception("could not mark update %s done", update.update_id)
 
     def sweep_in_background(self, bot: Bot) -> None:
-        """Now and every few seconds: adopt and finish what runs that died left."""
+        """Adopt and finish what runs that died left: now, and every few seconds while other
+        instances share the storage (any of them may die)."""
         self._sweeper = asyncio.get_running_loop().create_task(
             self._sweeping(bot), name="inbox-sweep"
         )
@@ -141,6 +138,9 @@ class Inbox:
                 await self.sweep(bot)
             except Exception:  # the storage is away for a moment: try again later
                 log.exception("could not look for unfinished updates")
+            else:
+                if not self._storage.shared:
+                    return
             await asyncio.sleep(SWEEP_S)
 
     async def sweep(self, bot: Bot) -> int:
@@ -179,9 +179,8 @@ class Inbox:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        if not self._tasks:
-            return 0
-        _, late = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        await self.wait_idle(grace_s)
+        late = set(self._tasks)
         for task in late:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)

@@ -122,6 +122,9 @@ class Storage(Protocol):
     """Where the audit trail and the update marks live: SQLite for one instance, PostgreSQL
     (``storage.url``) for several behind a load balancer."""
 
+    shared: bool
+    """Whether several running bots use it at once (then one may die while others go on)."""
+
     async def open(self) -> None:
         """Connect; create the tables if needed; forget marks older than a week."""
 
@@ -183,6 +186,8 @@ def open_storage(settings: StorageSettings, boot: str) -> Storage:
 
 class SqliteStorage:
     """The audit trail and the update marks, in one SQLite file."""
+
+    shared = False  # one file serves one running bot
 
     def __init__(self, path: str, boot: str) -> None:
         self.path = path

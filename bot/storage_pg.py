@@ -70,6 +70,8 @@ DEAD_AFTER = timedelta(seconds=20)  # a run silent this long is gone: its marks 
 class PostgresStorage:
     """The audit trail and the update marks in PostgreSQL."""
 
+    shared = True
+
     def __init__(self, url: str, boot: str) -> None:
         self._url = url
         self.boot = boot

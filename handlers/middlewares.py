@@ -11,7 +11,7 @@ from typing import Any
 
 from aiogram import BaseMiddleware, Bot
 from aiogram.exceptions import TelegramAPIError
-from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update
+from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update, User
 
 from bot.access import Verdict
 from bot.command import DialogKind, DialogRef, UsageError, parse_finish, parse_transfer
@@ -43,9 +43,7 @@ class LanguageMiddleware(BaseMiddleware):
     """Puts ``lang`` into handler data: the config's language, or the user's Telegram one."""
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        services: Services = data["services"]
-        user = data.get("event_from_user")
-        data["lang"] = pick_language(services.config.language, user.language_code if user else None)
+        data["lang"] = _lang(data, data["services"])
         return await handler(event, data)
 
 
@@ -96,16 +94,15 @@ class _Command:
     dialogs: tuple[DialogRef, ...]
     target: str  # user:15 | queue:3 | - (finish, or unknown)
 
-    def entries(self, update: Update, outcome: str) -> list[AuditEntry]:
+    def entries(self, update: Update, data: dict[str, Any], outcome: str) -> list[AuditEntry]:
         """One audit entry per dialog (one with "-" when none is known)."""
-        event = update.message or update.callback_query
-        user_id = event.from_user.id if event and event.from_user else 0
-        chat = _chat_of(update)
+        user: User | None = data.get("event_from_user")
+        chat: Chat | None = data.get("event_chat")
         words = [str(ref) for ref in self.dialogs] or ["-"]
         return [
             AuditEntry(
                 utc_now(),
-                user_id,
+                user.id if user else 0,
                 chat.id if chat else 0,
                 self.action,
                 word,
@@ -118,13 +115,20 @@ class _Command:
         ]
 
 
-def _chat_of(update: Update) -> Chat | None:
-    if update.message is not None:
-        return update.message.chat
-    query = update.callback_query
-    if query is not None and isinstance(query.message, Message):
-        return query.message.chat
-    return None
+def _lang(data: dict[str, Any], services: Services) -> Lang:
+    """The reader's language, from the user aiogram found in the update."""
+    user: User | None = data.get("event_from_user")
+    return pick_language(services.config.language, user.language_code if user else None)
+
+
+def _allowed(data: dict[str, Any], services: Services) -> bool:
+    """Whether the update comes from a supervisor where supervisors may act."""
+    user: User | None = data.get("event_from_user")
+    chat: Chat | None = data.get("event_chat")
+    if user is None or chat is None:
+        return False
+    verdict = services.access.decide(user.id, chat.id, private=chat.type == "private")
+    return verdict is Verdict.ALLOW
 
 
 async def _command(update: Update, services: Services) -> _Command:
@@ -184,7 +188,7 @@ class Intake(BaseMiddleware):
             log.info("update %s delivered again: dropped", event.update_id)
             if _acts(event):
                 command = await _command(event, services)
-                await services.storage.record(command.entries(event, "DUPLICATE")[:1])
+                await services.storage.record(command.entries(event, data, "DUPLICATE")[:1])
             return None
         self._inbox.start(bot, event, Delivery(key, mark))
         return None
@@ -193,55 +197,35 @@ class Intake(BaseMiddleware):
         self, handler: Handler, event: Update, data: dict[str, Any], delivery: Delivery
     ) -> Any:
         services: Services = data["services"]
-        if not _acts(event) or not self._allowed(event, services):
+        if not _acts(event) or not _allowed(data, services):
             return await handler(event, data)
         # a tap's buttons were claimed by the run that died: it cannot be resumed
         cut_off = delivery.mark is Mark.CUT_OFF or (
             delivery.mark is Mark.RESUMED and event.callback_query is not None
         )
         if cut_off:
-            await self._tell_cut_off(event, services)
+            await self._tell_cut_off(event, data, services)
             return None
-        if event.message is not None and await self._stale(event.message, services):
+        if event.message is not None and await self._stale(event.message, data, services):
             command = await _command(event, services)
-            await services.storage.record(command.entries(event, "STALE"))
+            await services.storage.record(command.entries(event, data, "STALE"))
             return None
         return await handler(event, data)
 
-    @staticmethod
-    def _lang(event: Update, services: Services) -> Lang:
-        if event.message is not None:
-            user = event.message.from_user
-        else:
-            user = event.callback_query.from_user if event.callback_query else None
-        return pick_language(services.config.language, user.language_code if user else None)
-
-    @staticmethod
-    def _allowed(event: Update, services: Services) -> bool:
-        origin = event.message or event.callback_query
-        chat = _chat_of(event)
-        if origin is None or origin.from_user is None or chat is None:
-            return False
-        verdict = services.access.decide(
-            origin.from_user.id, chat.id, private=chat.type == "private"
-        )
-        return verdict is Verdict.ALLOW
-
-    async def _stale(self, message: Message, services: Services) -> bool:
+    async def _stale(self, message: Message, data: dict[str, Any], services: Services) -> bool:
         age_min = (datetime.now(UTC) - message.date).total_seconds() / 60
         if age_min <= services.config.stale_after_min:
             return False
-        lang = pick_language(
-            services.config.language, message.from_user.language_code if message.from_user else None
+        text = services.replies.messages.text(
+            "stale", _lang(data, services), minutes=round(age_min)
         )
-        text = services.replies.messages.text("stale", lang, minutes=round(age_min))
         await respond(message, text)
         return True
 
-    async def _tell_cut_off(self, event: Update, services: Services) -> None:
+    async def _tell_cut_off(self, event: Update, data: dict[str, Any], services: Services) -> None:
         """The run that died may have sent it: tell the supervisor, with the dialogs now."""
         log.warning("update %s was cut off by a restart: not run again", event.update_id)
-        lang = self._lang(event, services)
+        lang = _lang(data, services)
         command = await _command(event, services)
         replies = services.replies
         lines = [replies.messages.text("restarted.cut_off", lang)]
@@ -249,7 +233,7 @@ class Intake(BaseMiddleware):
             lines.append(replies.messages.text("restarted.now", lang))
             looks = await services.handoff.look(command.dialogs)
             lines += (replies.look_line(look, lang) for look in looks)
-        await services.storage.record(command.entries(event, "CUT_OFF"))
+        await services.storage.record(command.entries(event, data, "CUT_OFF"))
         query = event.callback_query
         if query is not None:
             with contextlib.suppress(TelegramAPIError):  # too old to answer after a restart
