@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -29,7 +28,8 @@ from bot.sandbox.portal import Fault, PortalSimulator
 from bot.sandbox.telegram import FakeTelegram
 from tests.conftest import ANNA, WEBHOOK_CODE, make_portal
 from tests.harness import CONFIG_YAML, TOKEN
-from tests.test_cli import CLEAN_ENV, ROOT, run_cli
+from tests.processes import CLEAN_ENV, ROOT, bot_process
+from tests.test_cli import run_cli
 
 GOOD_SCOPES = [
     "ok: scope imopenlines is granted (transfers)",
@@ -376,24 +376,12 @@ async def test_a_check_that_breaks_down_logs_one_line_without_traceback(
     assert record.exc_info is None
 
 
-async def read_until(stream: asyncio.StreamReader, last: str) -> list[str]:
-    """Lines of a running process's log until one ending with ``last`` (or the end)."""
-    lines: list[str] = []
-    while not lines or not lines[-1].endswith(last):
-        raw = await stream.readline()
-        if not raw:
-            break
-        lines.append(raw.decode().rstrip("\n"))
-    return lines
-
-
 @pytest.mark.parametrize("mode", ["polling", "webhook"])
 async def test_the_running_bot_logs_the_check_at_start_up(tmp_path: Path, mode: str) -> None:
     portal = make_portal(webhook_user_id=ANNA, webhook_user_name="Anna Smirnova")
     config = config_file(tmp_path)
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
         env = {
-            **CLEAN_ENV,
             "BITRIX24_WEBHOOK_URL": portal.url,
             "TELEGRAM_BOT_TOKEN": TOKEN,
             "TELEGRAM_API_URL": telegram.base_url,
@@ -401,23 +389,11 @@ async def test_the_running_bot_logs_the_check_at_start_up(tmp_path: Path, mode: 
         }
         webhook = ["--webhook-url", "https://bot.example.test/tg"]
         webhook += ["--listen", f"127.0.0.1:{closed_port()}"]
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "bot", "--config", str(config), *(webhook if mode == "webhook" else [])),
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert process.stderr is not None
-        try:
-            lines = await asyncio.wait_for(read_until(process.stderr, GOOD_SCOPES[-1]), 30)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            rest = await asyncio.wait_for(process.stderr.read(), 30)
-            await process.wait()
-    logs = "\n".join(lines) + rest.decode()
-    assert process.returncode == 0, logs
+        async with bot_process(config, *(webhook if mode == "webhook" else []), **env) as bot:
+            await bot.wait_for(lambda: bot.count(GOOD_SCOPES[-1]) > 0, timeout=30)
+            code = await bot.stop()
+    logs, lines = bot.stderr, bot.lines
+    assert code == 0, logs
     checked = [line.split(" ", 2)[2] for line in lines if " bot.portal_check: " in line]
     assert checked == [
         f"INFO bot.portal_check: {portal_line(portal.url)}",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +13,7 @@ from bot.bitrix24.codes import TRANSFER
 from bot.sandbox.portal import Fault
 from tests.conftest import ANNA, WEBHOOK_CODE, make_portal
 from tests.harness import CONFIG_YAML, OLGA, TOKEN
-
-ROOT = Path(__file__).resolve().parent.parent
-CLEAN_ENV = {
-    k: v
-    for k, v in os.environ.items()
-    if k not in ("TELEGRAM_BOT_TOKEN", "BITRIX24_WEBHOOK_URL", "TELEGRAM_API_URL", "BOT_CONFIG")
-}
+from tests.processes import CLEAN_ENV, ROOT, bot_process
 
 
 def run_cli(
@@ -90,37 +82,19 @@ async def test_sigterm_lets_the_transfer_in_flight_finish_and_reply(tmp_path: Pa
     config.write_text(CONFIG_YAML)
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
         env = {
-            **CLEAN_ENV,
             "BITRIX24_WEBHOOK_URL": portal.url,
             "TELEGRAM_BOT_TOKEN": TOKEN,
             "TELEGRAM_API_URL": telegram.base_url,
         }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "--config",
-            str(config),
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
+        async with bot_process(config, **env) as bot:
             telegram.send_message("/transfer 2043 @anna", user_id=OLGA)
             await telegram.wait_for(
-                lambda: bool(portal.calls_to("imopenlines.operator.transfer")),
-                timeout=30,
-                interval=0.02,
+                lambda: bool(portal.calls_to(TRANSFER)), timeout=30, interval=0.02
             )
             assert telegram.messages_to(OLGA) == [], "the transfer is still in flight"
-            process.send_signal(signal.SIGTERM)  # while the portal is still answering
-            _, stderr = await asyncio.wait_for(process.communicate(), 30)
-        finally:
-            if process.returncode is None:
-                process.kill()
-        logs = stderr.decode()
-        assert process.returncode == 0, logs
+            code = await bot.stop()  # while the portal is still answering
+        logs = bot.stderr
+        assert code == 0, logs
         [reply] = telegram.messages_to(OLGA)
         assert reply.plain_text.startswith("✅ Dialog 2043")
         assert portal.dialogs[2043].owner == ANNA
@@ -160,50 +134,33 @@ async def test_sigkill_mid_transfer_then_redelivery_transfers_exactly_once(tmp_p
     config.write_text(CONFIG_YAML.replace("${STORAGE_PATH:-:memory:}", "handoff.sqlite3"))
     update = {**command("/transfer 2043 @anna"), "update_id": 777}
 
-    async def start_bot(telegram: FakeTelegram) -> asyncio.subprocess.Process:
+    async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
         env = {
-            **CLEAN_ENV,
             "BITRIX24_WEBHOOK_URL": portal.url,
             "TELEGRAM_BOT_TOKEN": TOKEN,
             "TELEGRAM_API_URL": telegram.base_url,
         }
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            "--config",
-            str(config),
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-
-    async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        first = await start_bot(telegram)
-        telegram.add_update(update)
-        await telegram.wait_for(
-            lambda: bool(portal.calls_to("imopenlines.operator.transfer")),
-            timeout=30,
-            interval=0.02,  # the portal's state: the fake Bot API cannot wake us for it
-        )
-        first.kill()  # SIGKILL while the portal is still answering the transfer
-        await first.wait()
+        async with bot_process(config, **env) as first:
+            telegram.add_update(update)
+            await telegram.wait_for(
+                lambda: bool(portal.calls_to(TRANSFER)),
+                timeout=30,
+                interval=0.02,  # the portal's state: the fake Bot API cannot wake us for it
+            )
+            first.process.kill()  # SIGKILL while the portal is still answering the transfer
+            await first.process.wait()
         assert telegram.messages_to(OLGA) == [], "it died before it could reply"
 
-        second = await start_bot(telegram)
-        try:
+        async with bot_process(config, **env) as second:
             telegram.add_update(update)  # Telegram delivers the unconfirmed update again
             await telegram.wait_for(lambda: bool(telegram.messages_to(OLGA)), timeout=30)
-        finally:
-            second.send_signal(signal.SIGTERM)
-            _, stderr = await asyncio.wait_for(second.communicate(), 30)
+            await second.stop()
         [notice] = telegram.messages_to(OLGA)
         assert notice.plain_text.startswith("⚠️ I was restarted while carrying out this command")
         assert "• 2043 «Ivan Petrov — WhatsApp» · Anna Smirnova" in notice.plain_text
-        assert len(portal.calls_to("imopenlines.operator.transfer")) == 1, "exactly one transfer"
+        assert len(portal.calls_to(TRANSFER)) == 1, "exactly one transfer"
         assert portal.dialogs[2043].owner == ANNA
-        assert "Traceback" not in stderr.decode()
+        assert "Traceback" not in second.stderr
 
 
 async def test_directory_sync_writes_a_file_the_config_can_include(tmp_path: Path) -> None:

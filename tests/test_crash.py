@@ -8,12 +8,9 @@ the test plays Telegram, posting each update until a 200 says it was taken.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sqlite3
-import sys
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +19,7 @@ from bot.sandbox.portal import PortalSimulator, SimDialog
 from bot.sandbox.telegram import FakeTelegram
 from tests.conftest import ANNA, BOB, WEBHOOK_CODE, make_portal
 from tests.harness import CONFIG_YAML, CROWD, TOKEN, with_supervisors
-from tests.test_cli import CLEAN_ENV, ROOT
+from tests.processes import BotProcess, bot_process
 from tests.test_e2e_audit import command
 
 TRANSFER = "imopenlines.operator.transfer"
@@ -46,45 +43,38 @@ def write_config(folder: Path) -> Path:
     return config
 
 
-@asynccontextmanager
-async def bot_process(
+def started(
     config: Path, portal: PortalSimulator, telegram: FakeTelegram, *args: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``python -m bot`` as an admin runs it; killed at the end if still running."""
+) -> AbstractAsyncContextManager[BotProcess]:
+    """``python -m bot`` as an admin runs it, on the two fakes; killed at the end if running."""
     env = {
-        **CLEAN_ENV,
         "BITRIX24_WEBHOOK_URL": portal.url,
         "TELEGRAM_BOT_TOKEN": TOKEN,
         "TELEGRAM_API_URL": telegram.base_url,
         "TELEGRAM_WEBHOOK_SECRET": SECRET,
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "--config",
-        str(config),
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+    return bot_process(config, *args, **env)
 
 
-async def stop(process: asyncio.subprocess.Process) -> str:
+async def kill(bot: BotProcess) -> None:
+    """``kill -9``: no handler runs, nothing is flushed."""
+    bot.process.kill()
+    await bot.process.wait()
+
+
+async def stop(bot: BotProcess) -> str:
     """SIGTERM, then the exit code must be 0; returns the log."""
-    process.send_signal(signal.SIGTERM)
-    _, stderr = await asyncio.wait_for(process.communicate(), 60)
-    logs = stderr.decode()
-    assert process.returncode == 0, (process.returncode, logs[-3000:])
-    return logs
+    code = await bot.stop()
+    assert code == 0, (code, bot.stderr[-3000:])
+    return bot.stderr
+
+
+async def answered_then_stopped(telegram: FakeTelegram, bot: BotProcess) -> str:
+    """Wait until every supervisor has an answer, a moment more (a second answer to anyone
+    would show up now), then stop the bot; returns its log."""
+    await telegram.wait_for(lambda: all(replies(telegram).values()), timeout=90, interval=0.1)
+    await asyncio.sleep(1.0)
+    return await stop(bot)
 
 
 def replies(telegram: FakeTelegram) -> dict[int, list[str]]:
@@ -142,22 +132,17 @@ async def test_kill_9_mid_burst_in_polling_mode_loses_nothing_and_doubles_nothin
     config = write_config(tmp_path)
     portal = burst_portal()
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        async with bot_process(config, portal, telegram) as first:
+        async with started(config, portal, telegram) as first:
             await telegram.wait_for(lambda: bool(telegram.calls_to("getUpdates")), timeout=30)
             for i in range(COMMANDS):
                 telegram.send_message(f"/transfer {FIRST + i} @anna", user_id=CROWD + i)
                 await asyncio.sleep(0.03)
             await telegram.wait_for(lambda: len(portal.moves) >= 10, timeout=30, interval=0.01)
-            first.kill()
-            await first.wait()
+            await kill(first)
         replied_before = sum(bool(t) for t in replies(telegram).values())
         assert replied_before < COMMANDS, "the kill came mid-burst"
-        async with bot_process(config, portal, telegram) as second:
-            await telegram.wait_for(
-                lambda: all(replies(telegram).values()), timeout=90, interval=0.1
-            )
-            await asyncio.sleep(1.0)  # a second answer to anyone would show up now
-            logs = await stop(second)
+        async with started(config, portal, telegram) as second:
+            logs = await answered_then_stopped(telegram, second)
     kinds = assert_nothing_lost_nothing_twice(portal, telegram, audited(config))
     print(dict(kinds))
     assert sum(kinds.values()) == COMMANDS
@@ -203,24 +188,19 @@ async def test_kill_9_mid_burst_in_webhook_mode_loses_nothing_and_doubles_nothin
         FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
     ):
-        async with bot_process(config, portal, telegram, *args) as first:
+        async with started(config, portal, telegram, *args) as first:
             await telegram.wait_for(lambda: bool(telegram.calls_to("setWebhook")), timeout=30)
             sending = asyncio.create_task(deliver(http, 0.03))
             await telegram.wait_for(lambda: len(portal.moves) >= 10, timeout=30, interval=0.01)
-            first.kill()
-            await first.wait()
+            await kill(first)
             await sending
         assert 0 < len(taken) < COMMANDS, "the kill came mid-burst"
-        async with bot_process(config, portal, telegram, *args) as second:
+        async with started(config, portal, telegram, *args) as second:
             await telegram.wait_for(lambda: len(telegram.calls_to("setWebhook")) >= 2, timeout=30)
             # Telegram retries what was never answered 200
             while len(taken) < COMMANDS:
                 await deliver(http, 0)
-            await telegram.wait_for(
-                lambda: all(replies(telegram).values()), timeout=90, interval=0.1
-            )
-            await asyncio.sleep(1.0)
-            logs = await stop(second)
+            logs = await answered_then_stopped(telegram, second)
     kinds = assert_nothing_lost_nothing_twice(portal, telegram, audited(config))
     print(dict(kinds))
     assert sum(kinds.values()) == COMMANDS
@@ -234,14 +214,14 @@ async def test_sigterm_mid_burst_answers_what_it_took_and_exits_0_in_time(
     config = write_config(tmp_path)
     portal = burst_portal()
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        async with bot_process(config, portal, telegram) as first:
+        async with started(config, portal, telegram) as first:
             await telegram.wait_for(lambda: bool(telegram.calls_to("getUpdates")), timeout=30)
             for i in range(COMMANDS):
                 telegram.send_message(f"/transfer {FIRST + i} @anna", user_id=CROWD + i)
             await telegram.wait_for(lambda: len(portal.moves) >= 5, timeout=30, interval=0.01)
-            started = asyncio.get_running_loop().time()
+            stop_sent = asyncio.get_running_loop().time()
             logs = await stop(first)
-            took_s = asyncio.get_running_loop().time() - started
+            took_s = asyncio.get_running_loop().time() - stop_sent
         assert "Something went wrong" not in "".join(
             "".join(texts) for texts in replies(telegram).values()
         )
@@ -251,15 +231,11 @@ async def test_sigterm_mid_burst_answers_what_it_took_and_exits_0_in_time(
         print(f"answered before exiting: {answered_by_first} of {COMMANDS} in {took_s:.1f} s")
         # what it did not finish, the next start does
         polls = len(telegram.calls_to("getUpdates"))
-        async with bot_process(config, portal, telegram) as second:
+        async with started(config, portal, telegram) as second:
             await telegram.wait_for(
                 lambda: len(telegram.calls_to("getUpdates")) > polls, timeout=30
             )
-            await telegram.wait_for(
-                lambda: all(replies(telegram).values()), timeout=90, interval=0.1
-            )
-            await asyncio.sleep(1.0)
-            await stop(second)
+            await answered_then_stopped(telegram, second)
     kinds = assert_nothing_lost_nothing_twice(portal, telegram, audited(config))
     print(dict(kinds))
     assert kinds["done"] >= 1

@@ -17,15 +17,16 @@ import asyncpg
 from bot.sandbox.telegram import FakeTelegram
 from tests import test_postgres
 from tests.harness import CROWD, TOKEN
+from tests.processes import BotProcess
 from tests.test_crash import (
     COMMANDS,
     FIRST,
+    answered_then_stopped,
     assert_nothing_lost_nothing_twice,
-    bot_process,
     burst_portal,
+    kill,
     post_until_taken,
-    replies,
-    stop,
+    started,
     write_config,
 )
 from tests.test_e2e_audit import command
@@ -73,33 +74,21 @@ async def test_one_of_two_instances_killed_mid_burst_the_other_finishes_its_work
                     taken.add(update_id)
                 await asyncio.sleep(pause_s)
 
-        def instance(port: int) -> AbstractAsyncContextManager[asyncio.subprocess.Process]:
+        def instance(port: int) -> AbstractAsyncContextManager[BotProcess]:
             listen = f"127.0.0.1:{port}"
-            return bot_process(
-                config,
-                portal,
-                telegram,
-                "--webhook-url",
-                "https://bot.example.com/tg",
-                "--listen",
-                listen,
-            )
+            webhook = ("--webhook-url", "https://bot.example.com/tg", "--listen", listen)
+            return started(config, portal, telegram, *webhook)
 
         async with instance(ports[0]) as doomed, instance(ports[1]) as survivor:
             await telegram.wait_for(lambda: len(telegram.calls_to("setWebhook")) >= 2, timeout=30)
             sending = asyncio.create_task(deliver(urls, 0.03))
             await telegram.wait_for(lambda: len(portal.moves) >= 10, timeout=30, interval=0.01)
-            doomed.kill()
-            await doomed.wait()
+            await kill(doomed)
             await sending
             while len(taken) < COMMANDS:  # Telegram retries what was never answered 200
                 await deliver(urls[1:], 0)
             # the survivor adopts the dead one's commands once its heartbeat is 20 s old
-            await telegram.wait_for(
-                lambda: all(replies(telegram).values()), timeout=90, interval=0.2
-            )
-            await asyncio.sleep(1.0)
-            logs = await stop(survivor)
+            logs = await answered_then_stopped(telegram, survivor)
     rows = await audit_rows(postgres)
     kinds = assert_nothing_lost_nothing_twice(portal, telegram, rows)
     print(dict(kinds))

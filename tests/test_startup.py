@@ -5,13 +5,10 @@ as users do; the others call :mod:`bot.telegram_start` directly."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
-import sys
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -23,13 +20,12 @@ from bot.sandbox.telegram import FakeTelegram
 from bot.telegram_start import TokenRefused, reach_telegram, storage_problem, until_stopped
 from tests.conftest import ANNA, WEBHOOK_CODE, make_portal
 from tests.harness import CONFIG_YAML, OLGA, TOKEN
-from tests.test_cli import CLEAN_ENV, ROOT
+from tests.processes import GUARD_S, BotProcess, bot_process
 
 WRONG_TOKEN = "4242424242:AAE_wrong-token-the-fake-does-not-know"
 RETRY = "Telegram not reachable (attempt "
 FAST = BackoffConfig(min_delay=0.01, max_delay=0.05, factor=2.0, jitter=0.0)
 COMMAND = "/transfer 2043 @anna"
-GUARD_S = 60.0  # a guard against a hung process, not a timing assertion
 
 
 def free_port() -> int:
@@ -37,78 +33,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class BotProcess:
-    """``python -m bot`` in a subprocess; its stderr is read line by line as it comes."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self.stdout = ""
-        self._changed = asyncio.Event()
-        self.reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stderr is not None
-        async for raw in self.process.stderr:
-            self.lines.append(raw.decode().rstrip("\n"))
-            self._changed.set()
-        self._changed.set()
-
-    @property
-    def stderr(self) -> str:
-        return "\n".join(self.lines)
-
-    def count(self, text: str) -> int:
-        """How many stderr lines contain ``text``."""
-        return sum(text in line for line in self.lines)
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = GUARD_S) -> None:  # noqa: ASYNC109
-        """Until ``predicate()`` holds for the lines read so far (or the process ended)."""
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                if self.reader.done():
-                    raise AssertionError(f"the bot exited first:\n{self.stderr}")
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def finish(self, timeout: float = GUARD_S) -> int:  # noqa: ASYNC109
-        """Wait for the exit; returns the exit code."""
-        assert self.process.stdout is not None
-        out = await asyncio.wait_for(self.process.stdout.read(), timeout)
-        self.stdout = out.decode()
-        await asyncio.wait_for(self.reader, timeout)
-        return await asyncio.wait_for(self.process.wait(), timeout)
-
-    async def stop(self) -> int:
-        """SIGTERM, then wait for the exit; returns the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        return await self.finish()
-
-
-@contextlib.asynccontextmanager
-async def bot_process(config: Path, **env: str) -> AsyncIterator[BotProcess]:
-    """The bot started with ``config`` and ``env``; killed if a test leaves it running."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "--config",
-        str(config),
-        cwd=ROOT,
-        env={**CLEAN_ENV, "LANG": "en_US.UTF-8", **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    running = BotProcess(process)
-    try:
-        yield running
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        running.reader.cancel()
 
 
 def write_config(tmp_path: Path) -> Path:
