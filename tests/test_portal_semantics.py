@@ -7,7 +7,6 @@ small portal and helpers this file reuses).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from bot.sandbox import portal as portal_module
 from bot.sandbox.loopback import serve
 from bot.sandbox.portal import Fault, PortalSimulator, SimDialog, SimOperator, error_body
+from tests import test_portal_sim
 from tests.test_portal_sim import FakeClock, call, make_portal
 
 TRANSFER = "imopenlines.operator.transfer"
@@ -24,21 +24,10 @@ GET = "imopenlines.dialog.get"
 FINISH = "imopenlines.operator.another.finish"
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def portal(clock: FakeClock) -> AsyncIterator[PortalSimulator]:
-    async with make_portal(clock) as sim:
-        yield sim
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as session:
-        yield session
+# the simulator's fixtures, shared with its protocol tests
+clock = test_portal_sim.clock
+portal = test_portal_sim.portal
+http = test_portal_sim.http
 
 
 async def dialog(http: aiohttp.ClientSession, portal: PortalSimulator, chat_id: int) -> Any:
