@@ -90,8 +90,5 @@ async def test_one_of_two_instances_killed_mid_burst_the_other_finishes_its_work
             # the survivor adopts the dead one's commands once its heartbeat is 20 s old
             logs = await answered_then_stopped(telegram, survivor)
     rows = await audit_rows(postgres)
-    kinds = assert_nothing_lost_nothing_twice(portal, telegram, rows)
-    print(dict(kinds))
-    assert sum(kinds.values()) == COMMANDS
-    assert kinds["told twice"] <= 3
+    assert_nothing_lost_nothing_twice(portal, telegram, rows)
     assert "Traceback" not in logs
