@@ -278,11 +278,11 @@ _TEXTS: dict[str, tuple[str, str]] = {
     ),
     "result.already": (
         "☑️ Dialog {dialog} is already with {target}; nothing to do.",
-        "☑️ Диалог {dialog} уже у {target}, ничего не делаю.",
+        "☑️ Диалог {dialog} уже у этого оператора ({target}), ничего не делаю.",
     ),
     "result.already_queue": (
         "☑️ Dialog {dialog} is already waiting in {target}; nothing to do.",
-        "☑️ Диалог {dialog} уже ждёт в очереди {target}, ничего не делаю.",
+        "☑️ Диалог {dialog} уже ждёт в очереди «{target}», ничего не делаю.",
     ),
     "result.duplicate": (
         "↪️ {token} is dialog {dialog} again; done once.",
@@ -331,12 +331,9 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "☑️ Диалог {dialog} уже завершён, ничего не делаю.",
     ),
     "where.with": ("with {name}", "у оператора {name}"),
+    "where.with_user": ("with user {id}", "у пользователя {id}"),
     "where.queue": ("waiting in {name}", "в очереди «{name}»"),
     "where.nobody": ("unassigned", "без оператора"),
-    "result.summary": (
-        "{done} of {total} transferred to {target}:",
-        "Передано {target}: {done} из {total}.",
-    ),
     "announce": (
         "🔁 Dialog {dialog}: {previous} → {target}, by {by}",
         "🔁 Диалог {dialog}: {previous} → {target}, передал(а) {by}",
@@ -346,14 +343,18 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Передано, но в общий чат сообщить не удалось.",
     ),
     "picker.one": (
-        "Dialog {dialog} is with {holder}. Move it to:",
-        "Диалог {dialog} сейчас у {holder}. Кому передать?",
+        "Dialog {dialog} is {where}. Move it to:",
+        "Диалог {dialog} сейчас {where}. Кому передать?",
     ),
     "picker.many": ("Move {count} dialogs to:", "Кому передать диалоги ({count})?"),
     "choose": ("Which dialog?", "Какой диалог?"),
     "confirm.transfer": (
         "Transfer {count} dialogs to {target}?",
-        "Передать {target} диалоги ({count})?",
+        "Передать диалоги ({count}) оператору {target}?",
+    ),
+    "confirm.transfer_queue": (
+        "Transfer {count} dialogs to {target}?",
+        "Передать диалоги ({count}) в очередь «{target}»?",
     ),
     "confirm.finish": (
         "Finish these {count} dialogs? Their customers' sessions will be closed.",
@@ -383,12 +384,12 @@ _TEXTS: dict[str, tuple[str, str]] = {
     ),
     "cancelled": ("Cancelled; nothing was changed.", "Отменено, ничего не изменилось."),
     "result.finished": (
-        "🏁 Dialog {dialog} finished (it was with {previous}).",
-        "🏁 Диалог {dialog} завершён (был у {previous}).",
+        "🏁 Dialog {dialog} finished (it was {where}).",
+        "🏁 Диалог {dialog} завершён (был {where}).",
     ),
     "announce.finished": (
-        "🏁 Dialog {dialog} finished by {by} (it was with {previous})",
-        "🏁 Диалог {dialog} завершил(а) {by} (был у {previous})",
+        "🏁 Dialog {dialog} finished by {by} (it was {where})",
+        "🏁 Диалог {dialog} завершил(а) {by} (был {where})",
     ),
     "usage.finish": (
         "Which dialog? Example: <code>/finish 2043</code>, or reply /finish to my message "
@@ -413,7 +414,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Whose history? Example: <code>/history 2043</code> or <code>/history @anna</code>",
         "Чья история? Пример: <code>/history 2043</code> или <code>/history @anna</code>",
     ),
-    "history.none": ("Nothing recorded about {word}.", "О {word} ничего не записано."),
+    "history.none": ("Nothing recorded about {word}.", "Ничего не записано: {word}."),
     "history.line": (
         "{time} UTC · {dialog} → {target} · {outcome} · {by}",
         "{time} UTC · {dialog} → {target} · {outcome} · {by}",

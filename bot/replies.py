@@ -258,7 +258,10 @@ class Replies:
         """Where a dialog is: "with Bob Lee", "waiting in Support line", "unassigned"."""
         text = self.messages.text
         if dialog.owner_id > 0:
-            return text("where.with", lang, name=self.holder(dialog, lang))
+            name = self.directory.name_of(Kind.OPERATOR, dialog.owner_id)
+            if name is None:  # Russian declines "user", never a name: two phrasings
+                return text("where.with_user", lang, id=dialog.owner_id)
+            return text("where.with", lang, name=name)
         if dialog.line_id is not None:
             queue = self.directory.name_of(Kind.QUEUE, dialog.line_id)
             return text("where.queue", lang, name=queue or f"queue:{dialog.line_id}")
@@ -304,12 +307,13 @@ class Replies:
             key = "result.closed_already" if target is None else "result.closed"
             return text(key, lang, dialog=dialog)
         assert outcome.dialog is not None
-        previous = self.holder(outcome.dialog, lang)
         if outcome.status is Status.FINISHED or target is None:
-            return text("result.finished", lang, dialog=dialog, previous=previous)
+            where = self.whereabouts(outcome.dialog, lang)
+            return text("result.finished", lang, dialog=dialog, where=where)
         if outcome.status is Status.ALREADY:
             key = "result.already" if target.kind is Kind.OPERATOR else "result.already_queue"
             return text(key, lang, dialog=dialog, target=self.target(target, lang))
+        previous = self.holder(outcome.dialog, lang)
         return text(
             "result.ok", lang, dialog=dialog, previous=previous, target=self.target(target, lang)
         )
@@ -352,14 +356,15 @@ class Replies:
         for o in outcomes:
             if o.dialog is None or o.status not in (Status.MOVED, Status.FINISHED):
                 continue
-            previous = self.holder(o.dialog, lang)
             if target is None:
+                where = self.whereabouts(o.dialog, lang)
                 lines.append(
                     self.messages.text(
-                        "announce.finished", lang, dialog=self.dialog(o), previous=previous, by=by
+                        "announce.finished", lang, dialog=self.dialog(o), where=where, by=by
                     )
                 )
             else:
+                previous = self.holder(o.dialog, lang)
                 lines.append(
                     self.messages.text(
                         "announce",
@@ -381,7 +386,7 @@ class Replies:
                 "picker.one",
                 lang,
                 dialog=self.looked(dialogs[0]),
-                holder=self.holder(dialogs[0], lang),
+                where=self.whereabouts(dialogs[0], lang),
             )
         return self.messages.text("picker.many", lang, count=len(dialogs))
 
@@ -394,11 +399,12 @@ class Replies:
             key = "confirm.finish_one" if count == 1 else "confirm.finish"
             lines = [self.messages.text(key, lang, count=count)]
         else:
-            lines = [
-                self.messages.text(
-                    "confirm.transfer", lang, count=count, target=self.target(target, lang)
-                )
-            ]
+            # Russian phrases the kind around the name ("оператору …", "в очередь «…»"), so
+            # a raw ID is named as typed, never as a noun the phrase would have to decline
+            known = self.directory.name_of(target.kind, target.bitrix_id) is not None
+            name = self.target(target, lang) if known else escape(target.ref)
+            key = "confirm.transfer" if target.kind is Kind.OPERATOR else "confirm.transfer_queue"
+            lines = [self.messages.text(key, lang, count=count, target=name)]
         lines += (self.look_line(look, lang) for look in looks)
         return Html("\n".join(lines))
 

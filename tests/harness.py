@@ -112,6 +112,7 @@ class Harness:
         user: int = OLGA,
         first_name: str = "Olga",
         check_button: bool = True,
+        language: str | None = "en",
     ) -> dict[str, Any]:
         """Press a button of ``message``; returns the tap's answer once the bot is done."""
         answers = len(self.telegram.callback_answers)
@@ -122,6 +123,7 @@ class Harness:
             chat_id=message.chat_id,
             first_name=first_name,
             check_button=check_button,
+            language_code=language,
         )
         await self.telegram.wait_for(lambda: len(self.telegram.callback_answers) > answers)
         await self.settle()

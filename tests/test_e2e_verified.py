@@ -94,7 +94,9 @@ async def test_a_move_between_lines_and_back() -> None:
             "✅ Dialog 2043 «Ivan Petrov — WhatsApp»: Sales <line> → Support line"
         )
         picker = await h.say("/transfer 2043")
-        assert picker.plain_text.startswith("Dialog 2043 «Ivan Petrov — WhatsApp» is with Support")
+        assert picker.plain_text.startswith(
+            "Dialog 2043 «Ivan Petrov — WhatsApp» is waiting in Support line."
+        )
         assert "# Support line" not in h.labels(picker), "its own line is not offered"
         assert "# Sales <line>" in h.labels(picker)
         assert h.rest_calls() == [

@@ -395,3 +395,38 @@ def test_russian_templates_are_in_russian(key: str) -> None:
 )
 def test_pick_language(setting: str, user_language: str | None, expected: str) -> None:
     assert pick_language(setting, user_language) == expected
+
+
+# ---- Russian never declines a name ----------------------------------------------------------
+
+# placeholders that hold a person's, a queue's or a dialog's name as the directory spells it
+# (any language, indeclinable here): Russian phrases the case around them with a noun
+NAMES = {"target", "previous", "holder", "name", "by", "token", "word", "candidates"}
+# what may stand right before a name: a noun that carries the case, a quote, a bracket,
+# punctuation, an arrow, or a verb whose subject the name is
+BEFORE_A_NAME = re.compile(
+    r"(?:^\W*|[«(:→—,;·]|\n|оператора|оператору|оператор|очереди|очередь|пользователя"
+    r"|передал\(а\)|завершил\(а\)|Возможно,)\s*$"
+)
+
+
+@pytest.mark.parametrize("key", sorted(CATALOG))
+def test_russian_puts_a_case_carrying_word_before_every_name(key: str) -> None:
+    ru = CATALOG[key][1]
+    for before, name, _, _ in string.Formatter().parse(ru):
+        if name in NAMES:
+            assert BEFORE_A_NAME.search(before), f"{key}: «…{before[-20:]}{{{name}}}»"
+
+
+@pytest.mark.parametrize(
+    "ru",
+    [
+        "Передать {target} диалоги?",  # the dative would fall on the name
+        "сейчас у {holder}.",
+        "(был у {previous})",
+        "О {word} ничего не записано.",
+    ],
+)
+def test_the_case_check_catches_a_declined_name(ru: str) -> None:
+    befores = [b for b, name, _, _ in string.Formatter().parse(ru) if name in NAMES]
+    assert not all(BEFORE_A_NAME.search(b) for b in befores)
