@@ -71,7 +71,7 @@ _ERRORS: dict[str, tuple[str, str]] = {
     ),
     "CHAT_TYPE": (
         "That chat is not an open-line dialog, so the bot cannot act on it.",
-        "Этот чат не диалог открытой линии, бот не может с ним работать.",
+        "Этот чат — не диалог открытой линии, бот не может с ним работать.",
     ),
     "ACCESS_DENIED_400": (
         "The bot's Bitrix24 user has no rights on this dialog. Ask {admin} to give it access "
@@ -180,15 +180,15 @@ _ERRORS: dict[str, tuple[str, str]] = {
     ),
     "NETWORK_ERROR": (
         "Cannot reach Bitrix24 (connection failed). Try again in a minute.",
-        "Нет связи с Bitrix24 (соединение не удалось). Попробуйте через минуту.",
+        "Нет связи с Bitrix24 (не удалось подключиться). Попробуйте через минуту.",
     ),
     "DNS_ERROR": (
         "The portal's address does not resolve: check the webhook URL. Tell {admin}.",
-        "Адрес портала не находится: проверьте URL вебхука. Сообщите {admin}.",
+        "Адрес портала не найден (DNS): проверьте URL вебхука. Сообщите {admin}.",
     ),
     "TLS_ERROR": (
         "The secure connection to Bitrix24 failed (certificate). Tell {admin}.",
-        "Не удалось защищённое соединение с Bitrix24 (сертификат). Сообщите {admin}.",
+        "Не удалось установить защищённое соединение с Bitrix24 (сертификат). Сообщите {admin}.",
     ),
     "TIMEOUT": (
         "Bitrix24 did not answer in time; nothing was changed. Try again in a minute.",
@@ -205,7 +205,7 @@ _ERRORS: dict[str, tuple[str, str]] = {
     "OUTCOME_UNKNOWN": (
         "Bitrix24 did not confirm. The dialog may or may not have moved: check it in Bitrix24 "
         "before trying again.",
-        "Bitrix24 не подтвердил. Диалог мог и не перейти: проверьте его в Bitrix24, "
+        "Bitrix24 не подтвердил, выполнено ли действие: проверьте диалог в Bitrix24, "
         "прежде чем повторять.",
     ),
     "NOT_CONFIGURED": (
