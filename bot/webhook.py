@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import signal
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -55,24 +54,13 @@ class UpdateHandler(SimpleRequestHandler):
 def build_web_app(app: App, bot: Bot, path: str, secret: str) -> web.Application:
     """The aiohttp application: updates at ``path`` (secret checked: 401 otherwise), and
     ``/healthz``."""
-    started = time.monotonic()
     web_app = web.Application()
     UpdateHandler(app, bot, secret).register(web_app, path=path)
 
     async def healthz(_: web.Request) -> web.Response:
-        last = app.client.last_call
-        body = {
-            "status": "ok",
-            "uptime_s": round(time.monotonic() - started, 1),
-            "bitrix24": None
-            if last is None
-            else {
-                "at": datetime.fromtimestamp(last.at, UTC).isoformat(timespec="seconds"),
-                "method": last.method,
-                "outcome": last.outcome,
-            },
-        }
-        return web.json_response(body, dumps=json.dumps)
+        report = app.client.health.report()
+        since = datetime.fromtimestamp(report.since, UTC).isoformat(timespec="seconds")
+        return web.json_response({"status": report.status, "since": since}, dumps=json.dumps)
 
     web_app.router.add_get("/healthz", healthz)
     setup_application(web_app, app.dispatcher, bot=bot)

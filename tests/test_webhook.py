@@ -14,7 +14,7 @@ from aiohttp import web
 from bot.app import App, build_app, build_bot
 from bot.config import parse_config
 from bot.inbox import update_key
-from bot.sandbox.portal import PortalSimulator
+from bot.sandbox.portal import Fault, PortalSimulator
 from bot.sandbox.telegram import FakeTelegram
 from bot.storage import Mark
 from bot.webhook import build_web_app, parse_listen
@@ -115,19 +115,41 @@ async def test_the_200_comes_only_once_the_update_is_kept() -> None:
         assert mark in (Mark.RUNNING, Mark.DONE)
 
 
-async def test_healthz_reports_uptime_and_the_last_bitrix24_call() -> None:
+async def healthz(h: Hooked) -> dict[str, str]:
+    async with h.http.get(f"{h.url}/healthz") as response:
+        assert response.status == 200
+        body: dict[str, str] = json.loads(await response.text())
+    assert set(body) == {"status", "since"}, "health only: no methods, codes or portal details"
+    return body
+
+
+async def test_healthz_says_ok_or_degraded_and_since_when(caplog: pytest.LogCaptureFixture) -> None:
     async with webhook_bot() as h:
-        async with h.http.get(f"{h.url}/healthz") as response:
-            assert response.status == 200
-            before = await response.json()
-        assert before["status"] == "ok" and before["uptime_s"] >= 0
-        assert before["bitrix24"] is None
+        started = await healthz(h)
+        assert started["status"] == "ok"
+        # a dialog that does not exist is the portal working, not failing
         await h.post({**command("/transfer 9999 @anna"), "update_id": 3})
-        await h.telegram.wait_for(lambda: bool(h.telegram.messages_to(OLGA)))
-        async with h.http.get(f"{h.url}/healthz") as response:
-            after = json.loads(await response.text())
-        assert after["bitrix24"]["method"] == "imopenlines.dialog.get"
-        assert after["bitrix24"]["outcome"] == "ACCESS_ERROR"
+        await h.telegram.wait_for(lambda: len(h.telegram.messages_to(OLGA)) == 1)
+        assert await healthz(h) == started
+
+        h.portal.inject("imopenlines.dialog.get", Fault.error("NO_AUTH_FOUND"), times=1)
+        await h.post({**command("/transfer 2043 @anna"), "update_id": 4})
+        await h.telegram.wait_for(lambda: len(h.telegram.messages_to(OLGA)) == 2)
+        degraded = await healthz(h)
+        assert degraded["status"] == "degraded"
+        assert degraded["since"] >= started["since"]
+        assert "NO_AUTH_FOUND" not in json.dumps(degraded)
+        assert any(
+            "degraded" in r.getMessage() and "NO_AUTH_FOUND" in r.getMessage()
+            for r in caplog.records
+        ), "the reason goes to the log"
+
+        await h.post({**command("/transfer 2043 @anna"), "update_id": 5})
+        await h.telegram.wait_for(lambda: len(h.telegram.messages_to(OLGA)) == 3)
+        recovered = await healthz(h)
+        assert recovered["status"] == "ok"
+        assert recovered["since"] >= degraded["since"]
+        assert len(h.portal.calls_to(TRANSFER)) == 1
 
 
 def test_webhook_mode_without_a_secret_refuses_to_start() -> None:

@@ -43,6 +43,7 @@ from bot.bitrix24.errors import BitrixError, Retry
 from bot.command import DialogKind, DialogRef
 from bot.config import Bitrix24Settings, mask_webhook
 from bot.directory import Kind, Target
+from bot.health import Health
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,6 @@ _MIN_ATTEMPT_S = 0.5  # not worth starting an attempt with less time than this l
 # after a write whose outcome is unknown, give the portal this long to finish it before looking
 SETTLE_S = 1.0
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-
-
-@dataclass(frozen=True, slots=True)
-class LastCall:
-    """The latest request to Bitrix24 and how it ended (for health checks)."""
-
-    at: float  # time.time()
-    method: str
-    outcome: str  # "ok" or the error code
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +162,7 @@ class BitrixClient:
             self._auth = OAuthAuth(settings.oauth, self._http)
         self._session = session
         self._own_session = session is None
-        self.last_call: LastCall | None = None
+        self.health = Health()
         # Bitrix24's own bucket (capacity X, drains Y/s), mirrored with a tenth of X kept in
         # reserve: requests reach the portal a little later than they leave the bucket, so
         # they can arrive bunched, and other apps calling from our address share the bucket
@@ -302,9 +294,9 @@ class BitrixClient:
                 url, extra = self._auth.endpoint(method)
                 result = await self._request(url, method, {**params, **extra}, limit_s)
         except BitrixError as err:
-            self.last_call = LastCall(time.time(), method, err.code)
+            self.health.failed(err.code, err.status, method)
             raise
-        self.last_call = LastCall(time.time(), method, "ok")
+        self.health.succeeded()
         return result
 
     async def _request(self, url: str, method: str, payload: dict[str, Any], limit_s: float) -> Any:
