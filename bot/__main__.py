@@ -18,6 +18,7 @@ from bot.config import (
     ConfigError,
     config_path,
     load_config,
+    parse_listen,
 )
 from bot.directory import Directory
 from bot.logs import setup_logging
@@ -38,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         "--webhook-url", help="webhook mode: the https:// URL Telegram posts updates to"
     )
     parser.add_argument("--listen", help="webhook mode: HOST:PORT to listen on (0.0.0.0:8080)")
+    parser.add_argument(
+        "--metrics", help="polling mode: serve GET /metrics on HOST:PORT (127.0.0.1:9108)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="{run,demo,check,audit,directory}")
     sub.add_parser("run", help="run the bot with long polling (the default)")
     sub.add_parser("demo", help="try the bot in a console sandbox: no Telegram, no portal")
@@ -193,14 +197,15 @@ def run(args: argparse.Namespace) -> int:
         for line in missing:
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    if url:
-        from bot.webhook import parse_listen
-
-        try:
+    metrics_listen = None if url else args.metrics or config.metrics.listen
+    try:
+        if url:
             parse_listen(listen)
-        except ValueError as err:
-            print(err, file=sys.stderr)
-            return EXIT_USAGE
+        if metrics_listen:
+            parse_listen(metrics_listen, "--metrics")
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
     secrets = [
         s.get_secret_value()
         for s in (config.telegram.token, config.bitrix24.webhook_url, hook.secret)
@@ -221,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             from bot.app import run_polling
 
-            asyncio.run(run_polling(config, config_path(args.config)))
+            asyncio.run(run_polling(config, config_path(args.config), metrics_listen))
     except KeyboardInterrupt:  # Ctrl+C in a moment when no signal handler of ours is set
         return EXIT_OK
     return EXIT_OK

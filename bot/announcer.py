@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot.command import DialogRef
+from bot.metrics import Metrics
 from bot.replies import RAW_FACTOR, TELEGRAM_LIMIT, html_size, split_message
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class Announcer:
         grow_for_s: float = 60.0,
         limit: int = TELEGRAM_LIMIT,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self.chat_id = chat_id
         self._poster = poster
@@ -77,6 +79,7 @@ class Announcer:
         self.grow_for_s = grow_for_s
         self._limit = limit
         self._clock = clock
+        self._metrics = metrics
         self._queue: list[_Queued] = []
         self._open: _Open | None = None
         self._posted: deque[float] = deque()  # when each post of the last minute was made
@@ -165,10 +168,12 @@ class Announcer:
                 await self._poster.edit(self.chat_id, current.message_id, "\n".join(grown))
                 current.lines = grown
                 current.refs += refs
+                self._count("edited", fitting, joined=True)
                 await self._after_post(current)
                 return lines[fitting:]
         fitting = max(1, self._fitting([], lines))
         message_id = await self._poster.send(self.chat_id, "\n".join(lines[:fitting]))
+        self._count("sent", fitting, joined=False)
         self._open = _Open(message_id, lines[:fitting], list(refs), now)
         await self._after_post(self._open)
         return lines[fitting:]
@@ -186,6 +191,12 @@ class Announcer:
                 break
             count += 1
         return count
+
+    def _count(self, how: str, lines: int, *, joined: bool) -> None:
+        """One post of ``lines`` lines; ``joined``: all of them joined a message posted before."""
+        if self._metrics is not None:
+            self._metrics.announcement_posts.labels(how).inc()
+            self._metrics.announcement_lines_coalesced.inc(lines if joined else lines - 1)
 
     async def _after_post(self, message: _Open) -> None:
         self.posts += 1

@@ -29,11 +29,12 @@ from aiogram.types import (
 )
 
 from bot.bitrix24.client import BitrixClient
-from bot.config import Config, ConfigError, load_config
+from bot.config import Config, ConfigError, load_config, parse_listen
 from bot.flood_control import FloodWait, Pacing
 from bot.handoff import Handoff
 from bot.inbox import AnswerSeen, Inbox
 from bot.messages import LANGS, Messages
+from bot.metrics import Metrics, serve_metrics
 from bot.portal_check import check_in_background, stop_check
 from bot.reload import describe_changes, swappable
 from bot.services import Services
@@ -68,14 +69,15 @@ class BotPoster:
         await self._bot().edit_message_text(text=text, chat_id=chat_id, message_id=message_id)
 
 
-def build_bot(config: Config) -> Bot:
-    """A ``Bot`` for the configured token, on the configured Bot API server if any."""
+def build_bot(config: Config, metrics: Metrics | None = None) -> Bot:
+    """A ``Bot`` for the configured token, on the configured Bot API server if any; its
+    flood-control refusals are counted in ``metrics``."""
     if config.telegram.token is None:
         raise ValueError("telegram.token is not set")
     api = config.telegram.api_url
     session = AiohttpSession(api=TelegramAPIServer.from_base(api)) if api else AiohttpSession()
     # pacing first, so a request retried after a 429 is paced again
-    session.middleware(FloodWait())
+    session.middleware(FloodWait(metrics=metrics))
     session.middleware(Pacing())
     session.middleware(AnswerSeen())
     return Bot(
@@ -116,15 +118,25 @@ class App:
             polling_timeout=polling_timeout,
         )
 
+    @property
+    def metrics(self) -> Metrics:
+        """The bot's metrics (they live with the Bitrix24 client, which outlives reloads)."""
+        return self.client.metrics
+
     async def reload(self) -> list[str]:
         """Read the config file again and swap in what it says; returns what changed.
 
         Raises :class:`ConfigError` for a bad file (the running config stays in force).
         """
-        if self.path is None:
-            raise ConfigError("config", [Problem((), "the bot was not started from a file")])
-        new = await asyncio.to_thread(load_config, self.path, self.env)
+        try:
+            if self.path is None:
+                raise ConfigError("config", [Problem((), "the bot was not started from a file")])
+            new = await asyncio.to_thread(load_config, self.path, self.env)
+        except ConfigError:
+            self.metrics.config_reloads.labels("failed").inc()
+            raise
         changes = describe_changes(self.services.config, new)
+        self.metrics.config_reloads.labels("changed" if changes else "unchanged").inc()
         self.services = self.services.reloaded(swappable(self.config, new), self.poster)
         log.info("config reloaded: %s", "; ".join(changes) or "no changes")
         return changes
@@ -156,11 +168,12 @@ def build_app(
     ``check_portal``: on start-up, check the portal in the background and log what it found."""
     client = client or BitrixClient(config.bitrix24)
     poster = BotPoster()
-    services = Services.build(config, Handoff(client), poster)
+    services = Services.build(config, Handoff(client), poster, metrics=client.metrics)
     messages = services.replies.messages
     dispatcher = Dispatcher()
     inbox = Inbox(dispatcher, services.storage)  # the storage outlives reloads
     app = App(config, dispatcher, client, inbox, services, poster, path, env)
+    app.metrics.watch(lambda: inbox.backlog, lambda: client.health.report().status != "ok")
     dispatcher["reload"] = app.reload
     dispatcher.update.outer_middleware(CurrentServices(lambda: app.services))
     dispatcher.update.outer_middleware(Intake(inbox))
@@ -215,12 +228,20 @@ async def set_commands(bot: Bot, messages: Messages) -> None:
             )
 
 
-async def run_polling(config: Config, path: Path | None = None) -> None:
+async def run_polling(
+    config: Config, path: Path | None = None, metrics_listen: str | None = None
+) -> None:
     """Run the bot until SIGINT/SIGTERM (SIGHUP reloads the config); in-flight commands
-    finish before it exits."""
+    finish before it exits. ``metrics_listen`` (HOST:PORT) serves ``GET /metrics``."""
     app = build_app(config, path=path, check_portal=True)
-    bot = build_bot(config)
+    bot = build_bot(config, app.metrics)
+    metrics = None
     try:
+        if metrics_listen:
+            metrics = await serve_metrics(app.metrics, *parse_listen(metrics_listen, "--metrics"))
+            log.info("metrics at http://%s/metrics", metrics_listen)
         await app.poll(bot)
     finally:
+        if metrics is not None:
+            await metrics.cleanup()
         await app.close()

@@ -166,6 +166,31 @@ def mask_webhook(url: str) -> str:
     return re.sub(r"(/rest/\d+/)[^/]+", r"\1***", url)
 
 
+def parse_listen(listen: str, flag: str = "--listen") -> tuple[str, int]:
+    """``0.0.0.0:8080`` -> (host, port); raises ValueError for anything else."""
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{flag} {listen!r}: expected HOST:PORT, such as 127.0.0.1:8080")
+    return host.strip("[]"), int(port)
+
+
+class MetricsSettings(_Frozen):
+    """Polling mode's metrics listener (webhook mode serves /metrics on its own listener)."""
+
+    listen: str | None = None  # HOST:PORT; none: no listener
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _check_listen(cls, value: Any) -> Any:
+        value = _text_or_none(value)
+        if value is not None:
+            try:
+                parse_listen(str(value))
+            except ValueError:
+                raise ValueError("must be HOST:PORT, such as 127.0.0.1:9108") from None
+        return value
+
+
 class WebhookSettings(_Frozen):
     """Webhook mode: where Telegram sends updates, where the bot listens, the shared secret."""
 
@@ -292,6 +317,7 @@ class Config(_Frozen):
     stale_after_min: float = Field(default=10.0, gt=0, le=7 * 24 * 60)
     shutdown_grace_s: float = Field(default=30.0, gt=0, le=600)
     storage: StorageSettings = StorageSettings()
+    metrics: MetricsSettings = MetricsSettings()
     operators: tuple[Operator, ...] = ()
     queues: tuple[Queue, ...] = ()
     messages: MessageOverrides = Field(default_factory=dict)

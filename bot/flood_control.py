@@ -29,15 +29,20 @@ from aiogram.methods import (
 from aiogram.methods.base import TelegramType
 from aiolimiter import AsyncLimiter
 
+from bot.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 
 class FloodWait(BaseRequestMiddleware):
     """Repeats a request refused with 429 after the wait Telegram names (bounded)."""
 
-    def __init__(self, attempts: int = 4, max_wait_s: float = 60.0) -> None:
+    def __init__(
+        self, attempts: int = 4, max_wait_s: float = 60.0, metrics: Metrics | None = None
+    ) -> None:
         self.attempts = attempts
         self.max_wait_s = max_wait_s
+        self.metrics = metrics
 
     async def __call__(
         self,
@@ -49,6 +54,8 @@ class FloodWait(BaseRequestMiddleware):
             try:
                 return await make_request(bot, method)
             except TelegramRetryAfter as err:
+                if self.metrics is not None:
+                    self.metrics.telegram_429.labels(type(method).__name__).inc()
                 # polling has its own back-off; a wait longer than this is better reported
                 if isinstance(method, GetUpdates) or attempt == self.attempts:
                     raise

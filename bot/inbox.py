@@ -114,6 +114,11 @@ class Inbox:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def backlog(self) -> int:
+        """How many kept updates are being carried out now."""
+        return len(self._tasks)
+
     async def _carry_out(self, bot: Bot, update: Update, delivery: Delivery) -> None:
         journal = _Journal(self._storage, delivery.key)
         _journal.set(journal)  # this task's context only

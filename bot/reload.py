@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.config import Config, Operator, Queue
 
 # sections a running bot cannot swap: they take effect after a restart
-RESTART_NEEDED = ("bitrix24", "telegram", "storage", "shutdown_grace_s")
+RESTART_NEEDED = ("bitrix24", "telegram", "storage", "metrics", "shutdown_grace_s")
 _SWAPPED = (
     "language",
     "admin_contact",

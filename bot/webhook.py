@@ -18,17 +18,9 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from bot.app import App, build_app, build_bot
-from bot.config import Config
+from bot.config import Config, parse_listen
 
 log = logging.getLogger(__name__)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``0.0.0.0:8080`` -> (host, port); raises ValueError for anything else."""
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--listen {listen!r}: expected HOST:PORT, such as 0.0.0.0:8080")
-    return host.strip("[]"), int(port)
 
 
 class UpdateHandler(SimpleRequestHandler):
@@ -63,6 +55,7 @@ def build_web_app(app: App, bot: Bot, path: str, secret: str) -> web.Application
         return web.json_response({"status": report.status, "since": since}, dumps=json.dumps)
 
     web_app.router.add_get("/healthz", healthz)
+    web_app.router.add_get("/metrics", app.metrics.handle)
     setup_application(web_app, app.dispatcher, bot=bot)
     return web_app
 
@@ -73,7 +66,8 @@ async def run_webhook(
     """Serve until SIGINT/SIGTERM (SIGHUP reloads the config); commands in flight finish
     first."""
     host, port = parse_listen(listen)
-    app, bot = build_app(config, path=path, check_portal=True), build_bot(config)
+    app = build_app(config, path=path, check_portal=True)
+    bot = build_bot(config, app.metrics)
     web_app = build_web_app(app, bot, urlsplit(url).path or "/", secret)
     runner = web.AppRunner(web_app, access_log=None)  # access lines would carry nothing useful
     await runner.setup()

@@ -5,13 +5,14 @@ from __future__ import annotations
 from aiogram import Router
 
 from handlers import admin, errors, finish, history, info, taps, transfer
-from handlers.middlewares import AccessMiddleware, LanguageMiddleware
+from handlers.middlewares import AccessMiddleware, CountCommands, LanguageMiddleware
 
 
 def build_router() -> Router:
-    """The bot's root router: language, then access, then the commands."""
+    """The bot's root router: counting, language, then access, then the commands."""
     root = Router(name="handoff")
     for observer in (root.message, root.callback_query):
+        observer.middleware(CountCommands())
         observer.middleware(LanguageMiddleware())
         observer.middleware(AccessMiddleware())
     # transfer before info: info's private-chat catch-all must come last

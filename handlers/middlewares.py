@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiogram import BaseMiddleware, Bot
+from aiogram.dispatcher.event.bases import CancelHandler, SkipHandler
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update, User
 
@@ -39,6 +40,40 @@ class CurrentServices(BaseMiddleware):
         return await handler(event, data)
 
 
+# what the commands counter names; anything else starting with "/" is "unknown"
+_COUNTED = frozenset(
+    {"transfer", "finish", "history", "operators", "queues", "help", "start", "reload"}
+)
+
+
+def _counted_as(event: TelegramObject) -> str:
+    """The ``command`` label of a message or a tap."""
+    if isinstance(event, CallbackQuery):
+        return "tap"
+    text = event.text if isinstance(event, Message) else None
+    if not text or not text.startswith("/"):
+        return "text"
+    name = text.split(maxsplit=1)[0][1:].split("@", 1)[0].lower()
+    return name if name in _COUNTED else "unknown"
+
+
+class CountCommands(BaseMiddleware):
+    """Counts each message and tap a handler took, by command and outcome: handled,
+    refused (not a supervisor, or the wrong chat) or error."""
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        counter = data["services"].metrics.commands
+        try:
+            result = await handler(event, data)
+        except (SkipHandler, CancelHandler):  # aiogram's flow control: another handler's turn
+            raise
+        except Exception:
+            counter.labels(_counted_as(event), "error").inc()
+            raise
+        counter.labels(_counted_as(event), "refused" if data.get("refused") else "handled").inc()
+        return result
+
+
 class LanguageMiddleware(BaseMiddleware):
     """Puts ``lang`` into handler data: the config's language, or the user's Telegram one."""
 
@@ -63,6 +98,7 @@ class AccessMiddleware(BaseMiddleware):
             data["supervisor_name"] = services.access.name_of(user.id) or user.full_name
             return await handler(event, data)
         messages, lang = services.replies.messages, data["lang"]
+        data["refused"] = True  # for the commands counter, which wraps this
         if isinstance(event, CallbackQuery):
             # a tap always gets an answer, or the phone keeps spinning; buttons change nothing
             await event.answer(messages.template("tap.not_supervisor", lang), show_alert=True)

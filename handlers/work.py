@@ -146,6 +146,10 @@ async def carry_out(
             for o in outcomes
         ]
     )
+    for o in outcomes:
+        services.metrics.dialog_actions.labels(
+            "transfer" if target else "finish", o.status.value, o.code
+        ).inc()
     log.info(
         "command user=%s chat=%s action=%s dialogs=%s target=%s outcomes=%s latency_ms=%s",
         asker.user_id,

@@ -202,7 +202,7 @@ async def running_bot(
         app = build_app(config, path=config_file, env=environment)
         if extra_router is not None:
             app.dispatcher.include_router(extra_router)
-        bot = build_bot(config)
+        bot = build_bot(config, app.metrics)
         polling = asyncio.create_task(app.poll(bot, handle_signals=False, polling_timeout=1))
         harness = Harness(telegram, portal, config, app, bot)
         try:

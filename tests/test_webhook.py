@@ -51,7 +51,8 @@ async def webhook_bot() -> AsyncIterator[Hooked]:
             "TELEGRAM_API_URL": telegram.base_url,
         }
         config = parse_config(CONFIG_YAML, env)
-        app, bot = build_app(config), build_bot(config)
+        app = build_app(config)
+        bot = build_bot(config, app.metrics)
         runner = web.AppRunner(build_web_app(app, bot, "/tg", SECRET))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -44,6 +44,7 @@ from bot.command import DialogKind, DialogRef
 from bot.config import Bitrix24Settings, mask_webhook
 from bot.directory import Kind, Target
 from bot.health import Health
+from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,11 @@ class BitrixClient:
     """Calls Bitrix24 REST methods through an inbound webhook."""
 
     def __init__(
-        self, settings: Bitrix24Settings, *, session: aiohttp.ClientSession | None = None
+        self,
+        settings: Bitrix24Settings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._auth: Auth | None = None
@@ -163,6 +168,7 @@ class BitrixClient:
         self._session = session
         self._own_session = session is None
         self.health = Health()
+        self.metrics = metrics or Metrics()
         # Bitrix24's own bucket (capacity X, drains Y/s), mirrored with a tenth of X kept in
         # reserve: requests reach the portal a little later than they leave the bucket, so
         # they can arrive bunched, and other apps calling from our address share the bucket
@@ -267,6 +273,7 @@ class BitrixClient:
             group = self.batches.submit_group(calls)
             results = await asyncio.gather(*(w.future for w in group), return_exceptions=True)
             deadline.extend(group[0].queued_s)
+            self.metrics.bucket_wait_seconds.observe(group[0].queued_s)
             if group[0].request_error is not None:
                 raise group[0].request_error
             return list(results)
@@ -274,6 +281,7 @@ class BitrixClient:
         queued = loop.time()
         await self._limiter.acquire()
         deadline.extend(loop.time() - queued)
+        self.metrics.bucket_wait_seconds.observe(loop.time() - queued)
         limit_s = min(self._settings.timeout_s, max(deadline.left(), _MIN_ATTEMPT_S / 5))
         if len(calls) == 1:
             return [await self._post(method, calls[0][1], limit_s)]
@@ -284,6 +292,7 @@ class BitrixClient:
         """One HTTP request, its answer parsed; the bucket was already asked. An expired OAuth
         token is refreshed and the request made once more."""
         assert self._auth is not None
+        started = time.monotonic()
         try:
             url, extra = self._auth.endpoint(method)
             try:
@@ -295,7 +304,11 @@ class BitrixClient:
                 result = await self._request(url, method, {**params, **extra}, limit_s)
         except BitrixError as err:
             self.health.failed(err.code, err.status, method)
+            self.metrics.bitrix24_errors.labels(method, err.code).inc()
             raise
+        finally:
+            seconds = time.monotonic() - started
+            self.metrics.bitrix24_request_seconds.labels(method).observe(seconds)
         self.health.succeeded()
         return result
 

@@ -188,7 +188,7 @@ async def run_demo(path: Path, log_level: str = "WARNING") -> int:
     async with sandbox_portal(config) as portal, FakeTelegram(SANDBOX_TOKEN) as telegram:
         config = _sandboxed(config, portal.url, telegram.base_url)
         app = build_app(config)
-        bot = build_bot(config)
+        bot = build_bot(config, app.metrics)
         polling = asyncio.create_task(app.poll(bot, handle_signals=False, polling_timeout=1))
         console = Console(telegram, supervisor, config.announce_to)
         print(
