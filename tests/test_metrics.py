@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -16,9 +15,9 @@ from bot.sandbox.telegram import FakeTelegram
 from handlers.keyboards import ConfirmTap
 from tests.conftest import make_portal
 from tests.harness import CONFIG_YAML, OLGA, STRANGER, TEAM_CHAT, TOKEN, running_bot
-from tests.processes import bot_process
-from tests.test_crash import stop
+from tests.test_crash import started, stop
 from tests.test_e2e_audit import command
+from tests.test_startup import free_port
 from tests.test_webhook import webhook_bot
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -131,24 +130,13 @@ async def test_reloads_and_a_degraded_portal_are_counted(tmp_path: Path) -> None
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_polling_mode_serves_metrics_on_the_flag_address(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG_YAML.replace("${STORAGE_PATH:-:memory:}", "handoff.sqlite3"))
     port = free_port()
     portal = make_portal()
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        env = {
-            "BITRIX24_WEBHOOK_URL": portal.url,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": telegram.base_url,
-        }
-        async with bot_process(config, "--metrics", f"127.0.0.1:{port}", **env) as bot:
+        async with started(config, portal, telegram, "--metrics", f"127.0.0.1:{port}") as bot:
             await bot.wait_for(lambda: bot.count("metrics at http://127.0.0.1:") == 1)
             telegram.add_update(command("/transfer 2043 @anna"))
             await telegram.wait_for(lambda: bool(telegram.messages_to(OLGA)))
