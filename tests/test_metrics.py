@@ -135,18 +135,15 @@ async def test_polling_mode_serves_metrics_on_the_flag_address(tmp_path: Path) -
     config.write_text(CONFIG_YAML.replace("${STORAGE_PATH:-:memory:}", "handoff.sqlite3"))
     port = free_port()
     portal = make_portal()
-    async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        async with started(config, portal, telegram, "--metrics", f"127.0.0.1:{port}") as bot:
-            await bot.wait_for(lambda: bot.count("metrics at http://127.0.0.1:") == 1)
-            telegram.add_update(command("/transfer 2043 @anna"))
-            await telegram.wait_for(lambda: bool(telegram.messages_to(OLGA)))
-            await asyncio.sleep(0.2)
-            samples = await scrape(f"http://127.0.0.1:{port}/metrics")
-            await stop(bot)
+    telegram = FakeTelegram(TOKEN, bot_username="handoff_test_bot")
+    flag = ("--metrics", f"127.0.0.1:{port}")
+    async with portal, telegram, started(config, portal, telegram, *flag) as bot:
+        await bot.wait_for(lambda: bot.count("metrics at http://127.0.0.1:") == 1)
+        telegram.add_update(command("/transfer 2043 @anna"))
+        await telegram.wait_for(lambda: bool(telegram.messages_to(OLGA)))
+        await asyncio.sleep(0.2)  # the handler counts once its answer is sent
+        samples = await scrape(f"http://127.0.0.1:{port}/metrics")
+        await stop(bot)
+    actions = "handoff_dialog_actions_total"
     assert value(samples, "handoff_commands_total", command="transfer", outcome="handled") == 1
-    assert (
-        value(
-            samples, "handoff_dialog_actions_total", action="transfer", outcome="moved", code="ok"
-        )
-        == 1
-    )
+    assert value(samples, actions, action="transfer", outcome="moved", code="ok") == 1
