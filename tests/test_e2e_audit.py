@@ -58,10 +58,11 @@ async def test_history_by_dialog_and_by_name() -> None:
         by_dialog = await h.say("/history 2043")
         lines = by_dialog.plain_text.splitlines()
         assert len(lines) == 2
-        assert lines[0].endswith("· 2043 → Support line · ok · Olga")
-        assert lines[1].endswith("· 2043 → Anna Smirnova · ok · Olga")
+        ivan = "2043 «Ivan Petrov — WhatsApp»"
+        assert lines[0].endswith(f"UTC · {ivan} → Support line · moved · Olga")
+        assert lines[1].endswith(f"UTC · {ivan} → Anna Smirnova · moved · Olga")
         by_name = await h.say("/history @anna")
-        assert by_name.plain_text.splitlines()[0].endswith("· 2043 → Anna Smirnova · ok · Olga")
+        assert by_name.plain_text.splitlines()[0].endswith(f"{ivan} → Anna Smirnova · moved · Olga")
         nothing = await h.say("/history 7777")
         assert nothing.plain_text == "Nothing recorded about 7777."
 
