@@ -520,6 +520,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "history.busy": ("portal busy", "портал перегружен"),
     "history.unconfirmed": ("not confirmed", "не подтверждено"),
     "history.error": ("error {code}", "ошибка {code}"),
+    # one dialog to confirm: the others named could not be seen (not "1 dialogs")
+    "confirm.transfer_one": ("Transfer this dialog to {target}?", "Передать этот диалог {target}?"),
 }
 
 

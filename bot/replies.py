@@ -461,11 +461,8 @@ class Replies:
             key = "confirm.finish_one" if count == 1 else "confirm.finish"
             lines = [self.messages.text(key, lang, count=count)]
         else:
-            lines = [
-                self.messages.text(
-                    "confirm.transfer", lang, count=count, target=self.target(target, lang)
-                )
-            ]
+            key = "confirm.transfer_one" if count == 1 else "confirm.transfer"
+            lines = [self.messages.text(key, lang, count=count, target=self.target(target, lang))]
         lines += self.look_lines(refs, looks, lang)
         return Html("\n".join(lines))
 
