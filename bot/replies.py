@@ -39,7 +39,7 @@ TELEGRAM_LIMIT = 4096
 RAW_FACTOR = 4
 # answers that were lost on the way, rather than errors the portal reported
 _LOST = frozenset({TIMEOUT, NETWORK_ERROR, BAD_RESPONSE})
-# how an audit entry ended, in words (``history.*`` texts); a code not here is shown as such
+# how an audit entry ended, in words (``history.*`` texts); any other code reads "error CODE"
 _ENDINGS = {
     "already": "history.already",
     "closed": "history.closed",
@@ -475,12 +475,9 @@ class Replies:
             (self._look(ref, look, lang) for ref, look in zip(refs, looks, strict=True)), lang
         )
 
-    def look_line(self, ref: DialogRef, look: Dialog | BitrixError, lang: Lang) -> Html:
-        """``• 2043 «Ivan» · Bob Lee`` for a dialog as it is now, or ``❌ Dialog 9999:`` and
-        why it cannot be seen."""
-        return self._grouped([self._look(ref, look, lang)], lang)[0]
-
     def _look(self, ref: DialogRef, look: Dialog | BitrixError, lang: Lang) -> Html | _Failure:
+        """``• 2043 «Ivan» · Bob Lee`` for a dialog as it is now, or the failure to see it
+        (``❌ Dialog 9999: …``, named as typed)."""
         if isinstance(look, BitrixError):
             return _Failure(escape(str(ref)), self.messages.error(look.code, look.status, lang))
         return self.messages.text(

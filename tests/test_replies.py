@@ -221,7 +221,7 @@ def test_a_confirmation_names_each_dialog_it_cannot_see() -> None:
         "• 2043 «Ivan» · Bob Lee",
         f"❌ Диалог 9998: {NO_SUCH_RU}",
     ]
-    assert REPLIES.look_line(chat(9998), MISSING, "en") == f"❌ Dialog 9998: {NO_SUCH}"
+    assert REPLIES.look_lines([chat(9998)], [MISSING], "en") == [f"❌ Dialog 9998: {NO_SUCH}"]
 
 
 # ---- /history -----------------------------------------------------------------------------
