@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     BaseModel,
@@ -301,12 +302,34 @@ class StorageSettings(_Frozen):
         return value
 
 
+def _time_zone(value: Any) -> Any:
+    """An IANA time zone name as the tz database spells it (``europe/moscow`` is taken as
+    ``Europe/Moscow``); an unknown one is refused, with the closest names."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a time zone name such as Europe/Moscow or UTC")
+    name = value.strip()
+    try:
+        ZoneInfo(name)
+        return name
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        pass
+    known = available_timezones()
+    spelled = {zone.lower(): zone for zone in known}
+    if name.lower() in spelled:
+        return spelled[name.lower()]
+    # an abbreviation (MSK) is no name, and its closest spellings (MST) would mislead
+    close = difflib.get_close_matches(name, sorted(known), n=2) if "/" in name else []
+    hint = f"did you mean {' or '.join(close)}?" if close else "use one like Europe/Moscow or UTC"
+    raise ValueError(f"'{name[:60]}' is not a time zone name; {hint}")
+
+
 class Config(_Frozen):
     """The whole configuration, validated."""
 
     bitrix24: Bitrix24Settings = Bitrix24Settings()
     telegram: TelegramSettings = TelegramSettings()
     language: Literal["auto", "en", "ru"] = "auto"
+    timezone: str = "UTC"  # the team's: /history shows times in it
     admin_contact: Name | None = None
     supervisors: tuple[Person, ...] = ()
     admins: tuple[Person, ...] = ()  # who may /reload; empty: every supervisor
@@ -321,6 +344,16 @@ class Config(_Frozen):
     operators: tuple[Operator, ...] = ()
     queues: tuple[Queue, ...] = ()
     messages: MessageOverrides = Field(default_factory=dict)
+
+    @field_validator("timezone", mode="before")
+    @classmethod
+    def _check_timezone(cls, value: Any) -> Any:
+        return _time_zone(value)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The team's time zone."""
+        return ZoneInfo(self.timezone)
 
     def missing_secrets(self) -> list[str]:
         """What must still be set before the bot can run, one line each, naming the env var."""

@@ -416,8 +416,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
     ),
     "history.none": ("Nothing recorded about {word}.", "Ничего не записано: {word}."),
     "history.line": (
-        "{time} UTC · {dialog} → {target} · {outcome} · {by}",
-        "{time} UTC · {dialog} → {target} · {outcome} · {by}",
+        "{time} · {dialog} → {target} · {outcome} · {by}",
+        "{time} · {dialog} → {target} · {outcome} · {by}",
     ),
     "history.finished": ("finished", "завершён"),
     "reload.done": ("Config reloaded.", "Настройки перечитаны."),
@@ -495,6 +495,41 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "command.finish": ("Finish a dialog (with a confirming tap)", "Завершить диалог"),
     "command.history": ("Who moved a dialog, and when", "Кто и когда передавал диалог"),
     "command.reload": ("Re-read the config (admins)", "Перечитать настройки (админы)"),
+    # ---- failures grouped; /history in words and in the team's time zone (issue 12) ----
+    "result.failed_many": ("❌ Dialogs {dialogs}: {reason}", "❌ Диалоги {dialogs}: {reason}"),
+    "history.line.no_target": (
+        "{time} · {dialog} · {outcome} · {by}",
+        "{time} · {dialog} · {outcome} · {by}",
+    ),
+    "history.one_at_a_time": (
+        "One dialog or one name at a time.",
+        "Только один диалог или одно имя за раз.",
+    ),
+    "history.moved": ("moved", "передан"),
+    "history.not_moved": ("did not move", "не перешёл"),
+    "history.not_finished": ("did not finish", "не завершился"),
+    "history.already": ("was there already", "уже был там"),
+    "history.closed": ("was finished already", "уже был завершён"),
+    "history.duplicate": ("named twice, done once", "назван дважды, сделано один раз"),
+    "history.repeated": ("delivered twice, ignored", "пришло повторно, пропущено"),
+    "history.stale": ("not done: too old", "не выполнено: устарело"),
+    "history.cut_off": ("cut off by a restart", "прервано перезапуском"),
+    "history.no_dialog": ("no such dialog", "нет такого диалога"),
+    "history.operator_wrong": ("operator could not take it", "оператор не смог принять"),
+    "history.timeout": ("no answer from Bitrix24", "Bitrix24 не ответил"),
+    "history.network": ("no connection to Bitrix24", "нет связи с Bitrix24"),
+    "history.busy": ("portal busy", "портал перегружен"),
+    "history.unconfirmed": ("not confirmed", "не подтверждено"),
+    "history.error": ("error {code}", "ошибка {code}"),
+    # one dialog to confirm: the others named could not be seen (not "1 dialogs")
+    "confirm.transfer_one": (
+        "Transfer this dialog to {target}?",
+        "Передать этот диалог оператору {target}?",
+    ),
+    "confirm.transfer_one_queue": (
+        "Transfer this dialog to {target}?",
+        "Передать этот диалог в очередь «{target}»?",
+    ),
 }
 
 

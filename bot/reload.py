@@ -8,6 +8,7 @@ from bot.config import Config, Operator, Queue
 RESTART_NEEDED = ("bitrix24", "telegram", "storage", "metrics", "shutdown_grace_s")
 _SWAPPED = (
     "language",
+    "timezone",
     "admin_contact",
     "admins",
     "supervisors",

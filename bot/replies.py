@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import html as html_lib
 import re
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Iterable, Sequence
+from datetime import UTC, tzinfo
+from typing import Literal, NamedTuple
 
 from bot.bitrix24.client import Dialog
 from bot.bitrix24.codes import BAD_RESPONSE, NETWORK_ERROR, TIMEOUT
 from bot.bitrix24.errors import BitrixError
-from bot.command import UsageError
-from bot.directory import AmbiguousName, Directory, Kind, ResolveError, Target, UnknownName
+from bot.command import DialogRef, UsageError
+from bot.directory import (
+    AmbiguousName,
+    BadTarget,
+    Directory,
+    Kind,
+    ResolveError,
+    Target,
+    UnknownName,
+)
 from bot.handoff import Outcome, Status
 from bot.messages import Html, Lang, Messages, escape
 from bot.storage import AuditEntry
@@ -30,6 +39,28 @@ TELEGRAM_LIMIT = 4096
 RAW_FACTOR = 4
 # answers that were lost on the way, rather than errors the portal reported
 _LOST = frozenset({TIMEOUT, NETWORK_ERROR, BAD_RESPONSE})
+# how an audit entry ended, in words (``history.*`` texts); any other code reads "error CODE"
+_ENDINGS = {
+    "already": "history.already",
+    "closed": "history.closed",
+    "duplicate": "history.duplicate",
+    "DUPLICATE": "history.repeated",
+    "STALE": "history.stale",
+    "CUT_OFF": "history.cut_off",
+    "ACCESS_ERROR": "history.no_dialog",
+    "OPERATOR_WRONG": "history.operator_wrong",
+    "TIMEOUT": "history.timeout",
+    "NETWORK_ERROR": "history.network",
+    "QUERY_LIMIT_EXCEEDED": "history.busy",
+    "OUTCOME_UNKNOWN": "history.unconfirmed",
+}
+
+
+class _Failure(NamedTuple):
+    """A dialog that failed, and why: told on one line with the others that failed alike."""
+
+    dialog: Html
+    reason: Html
 
 
 def split_message(
@@ -293,12 +324,16 @@ class Replies:
 
     def outcome(self, outcome: Outcome, target: Target | None, lang: Lang) -> Html:
         """One line for one dialog (``target`` is None for a finish)."""
+        return self._grouped([self._line(outcome, target, lang)], lang)[0]
+
+    def _line(self, outcome: Outcome, target: Target | None, lang: Lang) -> Html | _Failure:
+        """A dialog's line, or its failure, to be told with the others of the same reason."""
         text = self.messages.text
         dialog = self.dialog(outcome)
         if outcome.status is Status.FAILED:
-            assert outcome.error is not None
-            reason = self.messages.error(outcome.error.code, outcome.error.status, lang)
-            return text("result.failed", lang, dialog=dialog, reason=reason)
+            error = outcome.error
+            assert error is not None
+            return _Failure(dialog, self.messages.error(error.code, error.status, lang))
         if outcome.status is Status.DUPLICATE:
             return text("result.duplicate", lang, dialog=dialog, token=outcome.ref)
         if outcome.status is Status.NOT_MOVED:
@@ -345,8 +380,35 @@ class Replies:
         return text(key, lang, dialog=dialog, where=where, target=self.target(target, lang))
 
     def transfer(self, outcomes: Sequence[Outcome], target: Target | None, lang: Lang) -> Html:
-        """The reply to one ``/transfer`` (or ``/finish``, without a target): a line each."""
-        return Html("\n".join(self.outcome(o, target, lang) for o in outcomes))
+        """The reply to one ``/transfer`` (or ``/finish``, without a target): a line per
+        dialog, except that dialogs failing for the same reason share one line."""
+        lines = [self._line(o, target, lang) for o in outcomes]
+        return Html("\n".join(self._grouped(lines, lang)))
+
+    def _grouped(self, lines: Iterable[Html | _Failure], lang: Lang) -> list[Html]:
+        """``lines`` in order, each reason for failing once, where it first befell a dialog,
+        naming every dialog it befell: twenty missing dialogs are one line, not twenty."""
+        slots: list[Html | tuple[Html, list[Html]]] = []
+        befell: dict[str, list[Html]] = {}
+        for line in lines:
+            if not isinstance(line, _Failure):
+                slots.append(line)
+                continue
+            dialogs = befell.get(line.reason)
+            if dialogs is None:
+                dialogs = befell[line.reason] = []
+                slots.append((line.reason, dialogs))
+            if line.dialog not in dialogs:  # a number typed twice is named once
+                dialogs.append(line.dialog)
+        return [slot if isinstance(slot, str) else self._failed(*slot, lang) for slot in slots]
+
+    def _failed(self, reason: Html, dialogs: Sequence[Html], lang: Lang) -> Html:
+        """``❌ Dialog 9999: reason``, or ``❌ Dialogs 9998, 9999: reason``."""
+        if len(dialogs) == 1:
+            return self.messages.text("result.failed", lang, dialog=dialogs[0], reason=reason)
+        return self.messages.text(
+            "result.failed_many", lang, dialogs=Html(", ".join(dialogs)), reason=reason
+        )
 
     def announcement(
         self, outcomes: Sequence[Outcome], target: Target | None, by: str, lang: Lang
@@ -391,9 +453,14 @@ class Replies:
         return self.messages.text("picker.many", lang, count=len(dialogs))
 
     def confirm(
-        self, looks: Sequence[Dialog | BitrixError], target: Target | None, lang: Lang
+        self,
+        refs: Sequence[DialogRef],
+        looks: Sequence[Dialog | BitrixError],
+        target: Target | None,
+        lang: Lang,
     ) -> Html:
-        """What a confirming tap will do: the question, then a line per dialog."""
+        """What a confirming tap will do: the question, then a line per dialog (``refs``, as
+        named, and ``looks``, each as Bitrix24 shows it), the ones it cannot see grouped."""
         count = sum(1 for look in looks if isinstance(look, Dialog))
         if target is None:
             key = "confirm.finish_one" if count == 1 else "confirm.finish"
@@ -403,15 +470,27 @@ class Replies:
             # a raw ID is named as typed, never as a noun the phrase would have to decline
             known = self.directory.name_of(target.kind, target.bitrix_id) is not None
             name = self.target(target, lang) if known else escape(target.ref)
-            key = "confirm.transfer" if target.kind is Kind.OPERATOR else "confirm.transfer_queue"
+            key = "confirm.transfer_one" if count == 1 else "confirm.transfer"
+            if target.kind is Kind.QUEUE:
+                key += "_queue"
             lines = [self.messages.text(key, lang, count=count, target=name)]
-        lines += (self.look_line(look, lang) for look in looks)
+        lines += self.look_lines(refs, looks, lang)
         return Html("\n".join(lines))
 
-    def look_line(self, look: Dialog | BitrixError, lang: Lang) -> Html:
-        """``• 2043 «Ivan» · Bob Lee`` for a dialog as it is now, or why it cannot be seen."""
+    def look_lines(
+        self, refs: Sequence[DialogRef], looks: Sequence[Dialog | BitrixError], lang: Lang
+    ) -> list[Html]:
+        """A line per dialog as it is now; those that cannot be seen for the same reason
+        share one line naming them all."""
+        return self._grouped(
+            (self._look(ref, look, lang) for ref, look in zip(refs, looks, strict=True)), lang
+        )
+
+    def _look(self, ref: DialogRef, look: Dialog | BitrixError, lang: Lang) -> Html | _Failure:
+        """``• 2043 «Ivan» · Bob Lee`` for a dialog as it is now, or the failure to see it
+        (``❌ Dialog 9999: …``, named as typed)."""
         if isinstance(look, BitrixError):
-            return self.messages.error(look.code, look.status, lang)
+            return _Failure(escape(str(ref)), self.messages.error(look.code, look.status, lang))
         return self.messages.text(
             "confirm.line", lang, dialog=self.looked(look), holder=self.holder(look, lang)
         )
@@ -460,25 +539,53 @@ class Replies:
             f"{text('usage.bad_target', lang, token=quoted(error.token))}\n{self.usage(lang)}"
         )
 
-    def audit_line(self, entry: AuditEntry, who: str | None, lang: Lang) -> Html:
-        """One audit entry, compactly: when, which dialog, where to, how it ended, by whom."""
+    def audit_line(
+        self,
+        entry: AuditEntry,
+        who: str | None,
+        lang: Lang,
+        zone: tzinfo = UTC,
+        looked: Dialog | None = None,
+    ) -> Html:
+        """One audit entry, compactly: when (in the team's ``zone``, named), which dialog
+        (with its name when ``looked``), where to, how it ended in words, and by whom."""
+        when = entry.time if entry.time.tzinfo else entry.time.replace(tzinfo=UTC)
+        local = when.astimezone(zone)
+        params: dict[str, object] = {
+            "time": f"{local:%d.%m %H:%M} {local.tzname() or ''}".rstrip(),
+            "dialog": self.looked(looked) if looked is not None else entry.dialog,
+            "outcome": self._ending(entry, lang),
+            "by": who or entry.user_id,
+        }
         kind, _, number = entry.target.partition(":")
-        if number.isdigit():
-            where = self.target(
-                self.directory.by_id(Kind.OPERATOR if kind == "user" else Kind.QUEUE, int(number)),
-                lang,
-            )
+        if not number.isdigit():  # a finish, or a command whose target was never known
+            return self.messages.text("history.line.no_target", lang, **params)
+        found = self.directory.by_id(Kind.OPERATOR if kind == "user" else Kind.QUEUE, int(number))
+        return self.messages.text("history.line", lang, target=self.target(found, lang), **params)
+
+    def _ending(self, entry: AuditEntry, lang: Lang) -> Html:
+        """How an audit entry ended, in words: "moved", "no such dialog"; else its code."""
+        text, finish = self.messages.text, entry.action == "finish"
+        if entry.outcome == "ok":
+            return text("history.finished" if finish else "history.moved", lang)
+        if entry.outcome == "NOT_MOVED":
+            return text("history.not_finished" if finish else "history.not_moved", lang)
+        key = _ENDINGS.get(entry.outcome)
+        if key is None:
+            return text("history.error", lang, code=entry.outcome)
+        return text(key, lang)
+
+    def history_usage(self, lang: Lang, problem: Literal["many"] | BadTarget | None = None) -> Html:
+        """The /history usage, after what was wrong: more than one dialog or name, or a
+        word that cannot be a name."""
+        usage = self.messages.text("history.usage", lang)
+        if problem is None:
+            return usage
+        if isinstance(problem, BadTarget):
+            said = self.messages.text("usage.bad_target", lang, token=quoted(problem.token))
         else:
-            where = self.messages.text("history.finished", lang)
-        return self.messages.text(
-            "history.line",
-            lang,
-            time=entry.time.strftime("%d.%m %H:%M"),
-            dialog=entry.dialog,
-            target=where,
-            outcome=entry.outcome,
-            by=who or entry.user_id,
-        )
+            said = self.messages.text("history.one_at_a_time", lang)
+        return Html(f"{said}\n{usage}")
 
     # ---- help and listings --------------------------------------------------------------
 

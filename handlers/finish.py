@@ -39,7 +39,7 @@ async def finish(
     user_id = message.from_user.id if message.from_user else 0
     pending = Pending(Action.CONFIRM_FINISH, chat_refs(seen), user_id, looked=tuple(seen))
     async with services.pending.unstored.sending(message.chat.id):
-        sent = await respond(message, replies.confirm(looks, None, lang), markup)
+        sent = await respond(message, replies.confirm(refs, looks, None, lang), markup)
         key = key_of(sent[-1])
         await services.pending.put(key, pending)
         await services.pending.remember(key, chat_refs(seen))

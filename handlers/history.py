@@ -2,29 +2,52 @@
 
 from __future__ import annotations
 
+import re
+
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
-from bot.command import DialogKind, UsageError, parse_dialog
-from bot.directory import ResolveError
+from bot.bitrix24.client import Dialog
+from bot.command import DialogKind, DialogRef, UsageError, parse_dialog
+from bot.directory import BadTarget, ResolveError
 from bot.messages import Html, Lang
 from bot.services import Services
 from handlers.respond import respond
 
+_SEPARATORS = re.compile(r"[\s,;]+")
+
+
+def _dialog(word: str) -> DialogRef | None:
+    """``word`` as a dialog (a number, s3567, a link), or None when it is not one."""
+    try:
+        return parse_dialog(word, DialogKind.CHAT)
+    except UsageError:
+        return None
+
 
 async def history(message: Message, command: CommandObject, services: Services, lang: Lang) -> None:
-    """The last entries about one dialog (by CHAT_ID) or one operator or queue."""
-    replies, word = services.replies, (command.args or "").strip()
-    if not word:
-        await respond(message, replies.messages.text("history.usage", lang))
+    """The last entries about one dialog (by CHAT_ID) or one operator or queue; a name may be
+    several words (``/history Anna Smirnova``)."""
+    replies = services.replies
+    words = [w for w in _SEPARATORS.split(command.args or "") if w]
+    if not words:
+        await respond(message, replies.history_usage(lang))
         return
-    try:
-        ref = parse_dialog(word, DialogKind.CHAT)
+    # two dialogs, or a dialog and a name, or two spelled names: one at a time
+    if len(words) > 1 and any(_dialog(w) or w.startswith(("@", "#")) for w in words):
+        await respond(message, replies.history_usage(lang, "many"))
+        return
+    word = " ".join(words)
+    ref = _dialog(word)
+    if ref is not None:
         entries = await services.storage.history(dialog=str(ref.number))
-    except UsageError:
+    else:
         try:
             target = services.directory.resolve(word)
+        except BadTarget as err:
+            await respond(message, replies.history_usage(lang, err))
+            return
         except ResolveError as err:
             await respond(message, replies.unresolved(err, lang))
             return
@@ -32,9 +55,17 @@ async def history(message: Message, command: CommandObject, services: Services, 
     if not entries:
         await respond(message, replies.messages.text("history.none", lang, word=word))
         return
-    lines = [
-        replies.audit_line(entry, services.access.name_of(entry.user_id), lang) for entry in entries
-    ]
+    # the dialogs' names: one look at them all (batched); the number alone where it fails
+    refs = {e.dialog: named for e in entries if (named := _dialog(e.dialog)) is not None}
+    distinct = list(dict.fromkeys(refs.values()))
+    looks = dict(zip(distinct, await services.handoff.look(distinct), strict=True))
+    lines = []
+    for entry in entries:
+        ref = refs.get(entry.dialog)
+        look = looks[ref] if ref is not None else None
+        who = services.access.name_of(entry.user_id)
+        dialog = look if isinstance(look, Dialog) else None
+        lines.append(replies.audit_line(entry, who, lang, services.config.zone, dialog))
     await respond(message, Html("\n".join(lines)))
 
 

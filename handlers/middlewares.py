@@ -268,7 +268,7 @@ class Intake(BaseMiddleware):
         if command.dialogs:
             lines.append(replies.messages.text("restarted.now", lang))
             looks = await services.handoff.look(command.dialogs)
-            lines += (replies.look_line(look, lang) for look in looks)
+            lines += replies.look_lines(command.dialogs, looks, lang)
         await services.storage.record(command.entries(event, data, "CUT_OFF"))
         query = event.callback_query
         if query is not None:

@@ -188,7 +188,8 @@ async def on_target(
         confirm = Pending(Action.CONFIRM_TRANSFER, pending.dialogs, pending.user_id, target=target)
         await services.pending.put(key_of(message), confirm)
         markup = keyboards.confirm("button.transfer", services.replies, lang)
-        await edited(replace(message, services.replies.confirm(looks, target, lang), markup))
+        text = services.replies.confirm(pending.dialogs, looks, target, lang)
+        await edited(replace(message, text, markup))
         return
     pending.target = target
     asker = Asker.of(query, message.chat.id, event_update, supervisor_name, lang)

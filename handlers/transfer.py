@@ -85,7 +85,7 @@ async def _ask(message: Message, plan: Plan, services: Services, lang: Lang, use
     markup: InlineKeyboardMarkup
     offered: tuple[Target, ...] = ()  # what a target button may choose: the picker's
     if plan.step is Step.CONFIRM:
-        text = replies.confirm(looks, plan.target, lang)
+        text = replies.confirm(plan.dialogs, looks, plan.target, lang)
         markup = keyboards.confirm("button.transfer", replies, lang)
         action = Action.CONFIRM_TRANSFER
     elif plan.step is Step.CHOOSE:

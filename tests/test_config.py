@@ -923,3 +923,45 @@ def test_shutdown_grace_typo_is_suggested() -> None:
 )
 def test_numbers_out_of_range_say_the_bound(text: str, expected: str) -> None:
     assert problems(text) == [expected]
+
+
+# ---- timezone: the team's, for /history ----------------------------------------------------
+
+
+def test_timezone_defaults_to_utc() -> None:
+    config = parse_config("language: en\n", {})
+    assert config.timezone == "UTC"
+    assert config.zone.key == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("Europe/Moscow", "Europe/Moscow"), ("europe/moscow", "Europe/Moscow"), ("utc", "UTC")],
+)
+def test_timezone_is_an_iana_name_in_any_case(value: str, expected: str) -> None:
+    config = parse_config(f"language: en\ntimezone: {value}\n", {})
+    assert config.timezone == expected
+    assert config.zone.key == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            "Europe/Moskow",
+            "'Europe/Moskow' is not a time zone name; did you mean Europe/Moscow or Europe/Minsk?",
+        ),
+        # an abbreviation is no name, and MST (its closest spelling) is not what MSK meant
+        ("MSK", "'MSK' is not a time zone name; use one like Europe/Moscow or UTC"),
+        (
+            "../../etc/passwd",
+            "'../../etc/passwd' is not a time zone name; use one like Europe/Moscow or UTC",
+        ),
+        ("3", "must be a time zone name such as Europe/Moscow or UTC"),
+        ('""', "must be a time zone name such as Europe/Moscow or UTC"),
+    ],
+)
+def test_an_unknown_timezone_is_reported_with_its_line(value: str, expected: str) -> None:
+    assert problems(f"language: en\nadmin_contact: x\ntimezone: {value}\n") == [
+        f"timezone (line 3): {expected}"
+    ]

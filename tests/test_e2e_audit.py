@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from bot.directory import Target
 from bot.inbox import update_key
 from bot.storage import AuditEntry, SqliteStorage, utc_now
 from tests.conftest import ANNA, make_portal
-from tests.harness import OLGA, TOKEN, running_bot
+from tests.harness import CONFIG_YAML, OLGA, TOKEN, running_bot
 from tests.test_cli import run_cli
 
 TRANSFER = "imopenlines.operator.transfer"
+DIALOG_GET = "imopenlines.dialog.get"
+MOSCOW_YAML = CONFIG_YAML.replace("language: auto\n", "language: auto\ntimezone: Europe/Moscow\n")
 BOT_ID = int(TOKEN.split(":")[0])
 
 
@@ -58,12 +64,98 @@ async def test_history_by_dialog_and_by_name() -> None:
         by_dialog = await h.say("/history 2043")
         lines = by_dialog.plain_text.splitlines()
         assert len(lines) == 2
-        assert lines[0].endswith("· 2043 → Support line · ok · Olga")
-        assert lines[1].endswith("· 2043 → Anna Smirnova · ok · Olga")
+        ivan = "2043 «Ivan Petrov — WhatsApp»"
+        assert lines[0].endswith(f"UTC · {ivan} → Support line · moved · Olga")
+        assert lines[1].endswith(f"UTC · {ivan} → Anna Smirnova · moved · Olga")
         by_name = await h.say("/history @anna")
-        assert by_name.plain_text.splitlines()[0].endswith("· 2043 → Anna Smirnova · ok · Olga")
+        assert by_name.plain_text.splitlines()[0].endswith(f"{ivan} → Anna Smirnova · moved · Olga")
         nothing = await h.say("/history 7777")
         assert nothing.plain_text == "Nothing recorded about 7777."
+
+
+async def test_history_reads_in_the_team_time_zone_with_names_and_words() -> None:
+    async with running_bot(yaml_text=MOSCOW_YAML) as h:
+        await h.say("/transfer 2043 @anna")
+        await h.say("/transfer 9999 @anna")
+        [entry] = await h.app.services.storage.history(dialog="2043")
+        moscow = f"{entry.time + timedelta(hours=3):%d.%m %H:%M} MSK"  # UTC+3, all year
+        looks = len(h.portal.calls_to(DIALOG_GET))
+        by_dialog = await h.say("/history 2043")
+        assert by_dialog.plain_text == (
+            f"{moscow} · 2043 «Ivan Petrov — WhatsApp» → Anna Smirnova · moved · Olga"
+        )
+        ru = await h.say("/history 2043", language="ru")
+        assert ru.plain_text == (
+            f"{moscow} · 2043 «Ivan Petrov — WhatsApp» → Anna Smirnova · передан · Olga"
+        )
+        # a dialog that cannot be seen: its number alone, and why in words
+        missing = await h.say("/history 9999")
+        assert missing.plain_text.endswith("· 9999 → Anna Smirnova · no such dialog · Olga")
+        assert len(h.portal.calls_to(DIALOG_GET)) == looks + 3, "one look per /history"
+
+
+async def test_history_looks_at_each_dialog_once() -> None:
+    async with running_bot() as h:
+        for command in ("/transfer 2043 @anna", "/transfer 2043 @bob", "/transfer 2043 @anna"):
+            await h.say(command)
+        await h.say("/transfer 2044 2046 @anna")  # 2044 is hers already
+        looks = len(h.portal.calls_to(DIALOG_GET))
+        lines = (await h.say("/history @anna")).plain_text.splitlines()
+        assert [line.split(" · ", 1)[1] for line in lines] == [
+            "2046 «Oleg — VK» → Anna Smirnova · moved · Olga",
+            "2044 «Maria — Telegram» → Anna Smirnova · was there already · Olga",
+            "2043 «Ivan Petrov — WhatsApp» → Anna Smirnova · moved · Olga",
+            "2043 «Ivan Petrov — WhatsApp» → Anna Smirnova · moved · Olga",
+        ]
+        assert all(" UTC · " in line for line in lines)
+        assert len(h.portal.calls_to(DIALOG_GET)) == looks + 3, "three dialogs, three looks"
+        finished = await h.say("/finish 2045")
+        await h.tap(finished, "ok")
+        assert (await h.say("/history 2045", language="ru")).plain_text.endswith(
+            "· 2045 «Guest #17 — Live chat» · завершён · Olga"
+        )
+
+
+async def test_history_takes_one_dialog_or_one_name_at_a_time() -> None:
+    async with running_bot() as h:
+        for text in ("/history 2043 2044", "/history 2043, @anna", "/history @anna @bob"):
+            reply = await h.say(text)
+            assert reply.plain_text == (
+                "One dialog or one name at a time.\n"
+                "Whose history? Example: /history 2043 or /history @anna"
+            )
+        ru = await h.say("/history 2043 2044", language="ru")
+        assert ru.plain_text.splitlines() == [
+            "Только один диалог или одно имя за раз.",
+            "Чья история? Пример: /history 2043 или /history @anna",
+        ]
+        bad = await h.say("/history user:abc")
+        assert bad.plain_text.splitlines()[1:] == [
+            "Whose history? Example: /history 2043 or /history @anna"
+        ]
+        assert h.portal.calls == []
+
+
+async def test_history_passes_a_name_of_several_words_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with running_bot() as h:
+        await h.say("/transfer 2043 @anna")
+        directory = h.app.services.directory
+        asked: list[str] = []
+        resolve = directory.resolve
+
+        def by_full_name(word: str) -> Target:
+            # full names are another part's work (bot/directory.py): here, what reaches it
+            asked.append(word)
+            return resolve("@anna" if word == "Anna Smirnova" else word)
+
+        monkeypatch.setattr(directory, "resolve", by_full_name)
+        reply = await h.say("/history Anna Smirnova")
+        assert asked == ["Anna Smirnova"]
+        assert reply.plain_text.endswith(
+            "· 2043 «Ivan Petrov — WhatsApp» → Anna Smirnova · moved · Olga"
+        )
 
 
 async def test_a_command_sent_while_the_bot_was_down_too_long_ago_is_not_carried_out() -> None:

@@ -14,7 +14,7 @@ from bot.sandbox.portal import Fault, SimDialog
 from bot.sandbox.telegram import SentMessage, parse_telegram_html, utf16_length
 from handlers.keyboards import TargetTap
 from tests.conftest import ANNA, BOB, SUPPORT, make_portal
-from tests.harness import OLGA, Harness, running_bot
+from tests.harness import CONFIG_YAML, OLGA, Harness, running_bot
 
 RETRY = "re"
 UNKNOWN = (
@@ -74,15 +74,32 @@ async def test_a_huge_error_code_after_a_tap_turns_the_picker_into_the_reply() -
 
 async def test_two_long_lines_go_out_as_two_messages_each_whole() -> None:
     portal = make_portal()
-    code = "X" * 2500  # one line fits a message, two do not
-    portal.inject("batch", Fault.error(code))
-    async with running_bot(portal) as h:
+    codes = {"X" * 2500, "Y" * 2500}  # one line fits a message, two do not
+    for code in codes:  # one look each: not batched, so each has its own answer
+        portal.inject("imopenlines.dialog.get", Fault.error(code))
+    unbatched = CONFIG_YAML.replace(
+        "burst: ${BURST:-1000}\n", "burst: 1000\n  batch_calls: false\n"
+    )
+    async with running_bot(portal, yaml_text=unbatched) as h:
         await h.say("/transfer 2043 2045 @anna")
         await h.telegram.wait_for(lambda: len(h.messages_in(OLGA)) >= 2)
         await h.settle()
         shown = [m.plain_text for m in _latest(h)]
         assert [text.split(":")[0] for text in shown] == ["❌ Dialog 2043", "❌ Dialog 2045"]
-        assert all(text.endswith(f"({code})") for text in shown), "whole, not shortened"
+        assert {text[-2501:-1] for text in shown} == codes, "whole, not shortened"
+        all_accepted(h)
+
+
+async def test_one_long_reason_for_two_dialogs_is_one_line() -> None:
+    portal = make_portal()
+    code = "X" * 2500
+    portal.inject("batch", Fault.error(code))
+    async with running_bot(portal) as h:
+        reply = await h.say("/transfer 2043 2045 @anna")
+        await h.settle()
+        assert reply.plain_text.startswith("❌ Dialogs 2043, 2045: Bitrix24 answered with an error")
+        assert reply.plain_text.endswith(f"({code})"), "whole, not shortened"
+        assert h.messages_in(OLGA) == [reply.message_id]
         all_accepted(h)
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from bot.bitrix24.client import Dialog
 from bot.bitrix24.errors import BitrixError
 from bot.command import DialogKind, DialogRef
 from bot.config import parse_config
-from bot.directory import Directory, Kind, Target
+from bot.directory import BadTarget, Directory, Kind, Target
 from bot.handoff import Outcome, Status
 from bot.messages import Messages
 from bot.replies import MAX_NAME, Replies, split_message
-from tests.harness import CONFIG_YAML
+from bot.storage import AuditEntry
+from tests.harness import CONFIG_YAML, OLGA
 
 CONFIG = parse_config(CONFIG_YAML, {})
 DIRECTORY = Directory.from_config(CONFIG)
@@ -130,3 +134,163 @@ def test_did_you_mean_in_a_big_directory_finds_the_typo() -> None:
     assert [t.key for t in directory.suggest("annna")] == ["anna"]
     assert [t.key for t in directory.suggest("smirnva")] == ["anna"]
     assert "op09999" in [t.key for t in directory.suggest("op0999")]
+
+
+# ---- failures grouped ---------------------------------------------------------------------
+
+MISSING = BitrixError("ACCESS_ERROR", "not found", 400)
+NO_SUCH = (
+    "No such dialog, or the bot's Bitrix24 user cannot see it. Check the number. "
+    "<i>(ACCESS_ERROR)</i>"
+)
+NO_SUCH_RU = (
+    "Такого диалога нет, или у пользователя бота в Bitrix24 нет к нему доступа. "
+    "Проверьте номер. <i>(ACCESS_ERROR)</i>"
+)
+
+
+def chat(number: int) -> DialogRef:
+    return DialogRef(DialogKind.CHAT, number)
+
+
+def missing(number: int) -> Outcome:
+    return Outcome(chat(number), Status.FAILED, error=MISSING)
+
+
+def test_twenty_missing_dialogs_are_one_line_naming_all_twenty() -> None:
+    numbers = list(range(9000, 9020))
+    outcomes = [missing(n) for n in numbers]
+    listed = ", ".join(map(str, numbers))
+    assert REPLIES.transfer(outcomes, ANNA, "en") == f"❌ Dialogs {listed}: {NO_SUCH}"
+    assert REPLIES.transfer(outcomes, None, "ru") == f"❌ Диалоги {listed}: {NO_SUCH_RU}"
+
+
+def test_one_missing_dialog_reads_as_before() -> None:
+    assert REPLIES.transfer([missing(9999)], ANNA, "en") == f"❌ Dialog 9999: {NO_SUCH}"
+    assert REPLIES.transfer([missing(9999)], ANNA, "ru") == f"❌ Диалог 9999: {NO_SUCH_RU}"
+
+
+def test_mixed_outcomes_keep_every_dialog_in_the_order_first_seen() -> None:
+    refused = BitrixError("OPERATOR_WRONG", "no", 400)
+    maria = Dialog(2044, "Maria", 16, 3, "telegram")
+    oleg = Dialog(2046, "Oleg", 0, 3, "vk")
+    outcomes = [
+        Outcome(REF, Status.MOVED, dialog(16)),
+        missing(9998),
+        Outcome(chat(2044), Status.FAILED, maria, refused),
+        Outcome(chat(2045), Status.FAILED, Dialog(2045, "Guest", 27, 3, None), refused),
+        missing(9999),
+        Outcome(chat(2046), Status.ALREADY, oleg),
+        # other words than ACCESS_ERROR's, or the same words with another code: not grouped
+        Outcome(chat(7001), Status.FAILED, error=BitrixError("INTERNAL_SERVER_ERROR")),
+        Outcome(chat(7002), Status.FAILED, error=BitrixError("ERROR_UNEXPECTED_ANSWER")),
+        missing(9998),  # typed twice: named once
+    ]
+    lines = REPLIES.transfer(outcomes, SUPPORT, "en").splitlines()
+    assert [line.split(":")[0] for line in lines] == [
+        "✅ Dialog 2043 «Ivan»",
+        "❌ Dialogs 9998, 9999",
+        "❌ Dialogs 2044 «Maria», 2045 «Guest»",
+        "☑️ Dialog 2046 «Oleg» is already waiting in Support line; nothing to do.",
+        "❌ Dialog 7001",
+        "❌ Dialog 7002",
+    ]
+    assert lines[2].endswith("<i>(OPERATOR_WRONG)</i>")
+    ru = REPLIES.transfer(outcomes, SUPPORT, "ru").splitlines()
+    assert [line.split(":")[0] for line in ru][:3] == [
+        "✅ Диалог 2043 «Ivan»",
+        "❌ Диалоги 9998, 9999",
+        "❌ Диалоги 2044 «Maria», 2045 «Guest»",
+    ]
+    for number in (2043, 2044, 2045, 2046, 7001, 7002, 9998, 9999):
+        assert str(number) in REPLIES.transfer(outcomes, SUPPORT, "ru")
+
+
+def test_a_confirmation_names_each_dialog_it_cannot_see() -> None:
+    refs = [chat(2043), chat(9998), chat(2044), DialogRef(DialogKind.SESSION, 77), chat(9999)]
+    maria = Dialog(2044, "Maria", 15, 3, "telegram")
+    looks: list[Dialog | BitrixError] = [dialog(16), MISSING, maria, MISSING, MISSING]
+    assert REPLIES.confirm(refs, looks, SUPPORT, "en").splitlines() == [
+        "Transfer 2 dialogs to Support line?",
+        "• 2043 «Ivan» · Bob Lee",
+        f"❌ Dialogs 9998, s77, 9999: {NO_SUCH}",
+        "• 2044 «Maria» · Anna Smirnova",
+    ]
+    assert REPLIES.confirm(refs[:2], looks[:2], None, "ru").splitlines() == [
+        "Завершить этот диалог? Сессия клиента будет закрыта.",
+        "• 2043 «Ivan» · Bob Lee",
+        f"❌ Диалог 9998: {NO_SUCH_RU}",
+    ]
+    assert REPLIES.look_lines([chat(9998)], [MISSING], "en") == [f"❌ Dialog 9998: {NO_SUCH}"]
+
+
+# ---- /history -----------------------------------------------------------------------------
+
+MOSCOW = ZoneInfo("Europe/Moscow")
+WHEN = datetime(2026, 12, 3, 11, 5, tzinfo=UTC)
+
+
+def entry(outcome: str, target: str = "user:15", action: str = "transfer") -> AuditEntry:
+    return AuditEntry(WHEN, OLGA, OLGA, action, "2043", target, outcome, 120, 7)
+
+
+def test_history_shows_the_team_time_with_its_zone_the_name_and_words() -> None:
+    ivan = dialog(15, name="Ivan Petrov")
+    assert REPLIES.audit_line(entry("ok"), "Olga", "en", MOSCOW, ivan) == (
+        "03.12 14:05 MSK · 2043 «Ivan Petrov» → Anna Smirnova · moved · Olga"
+    )
+    assert REPLIES.audit_line(entry("ok", "queue:3"), "Olga", "ru", MOSCOW, ivan) == (
+        "03.12 14:05 MSK · 2043 «Ivan Petrov» → Support line · передан · Olga"
+    )
+    # no look (it failed): the number alone; no zone given: UTC, named
+    assert REPLIES.audit_line(entry("ok", "-", "finish"), None, "en") == (
+        f"03.12 11:05 UTC · 2043 · finished · {OLGA}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "action", "en", "ru"),
+    [
+        ("ok", "finish", "finished", "завершён"),
+        ("NOT_MOVED", "transfer", "did not move", "не перешёл"),
+        ("NOT_MOVED", "finish", "did not finish", "не завершился"),
+        ("already", "transfer", "was there already", "уже был там"),
+        ("closed", "finish", "was finished already", "уже был завершён"),
+        ("ACCESS_ERROR", "transfer", "no such dialog", "нет такого диалога"),
+        ("STALE", "transfer", "not done: too old", "не выполнено: устарело"),
+        ("CUT_OFF", "tap", "cut off by a restart", "прервано перезапуском"),
+        ("DUPLICATE", "transfer", "delivered twice, ignored", "пришло повторно, пропущено"),
+        ("SOMETHING_NEW", "transfer", "error SOMETHING_NEW", "ошибка SOMETHING_NEW"),
+    ],
+)
+def test_history_outcomes_are_words(outcome: str, action: str, en: str, ru: str) -> None:
+    line = entry(outcome, "user:15" if action == "transfer" else "-", action)
+    assert REPLIES.audit_line(line, "Olga", "en").split(" · ")[-2] == en
+    assert REPLIES.audit_line(line, "Olga", "ru").split(" · ")[-2] == ru
+
+
+def test_history_usage_says_what_was_wrong() -> None:
+    assert REPLIES.history_usage("en", "many").splitlines() == [
+        "One dialog or one name at a time.",
+        "Whose history? Example: <code>/history 2043</code> or <code>/history @anna</code>",
+    ]
+    assert REPLIES.history_usage("ru", "many").splitlines()[0] == (
+        "Только один диалог или одно имя за раз."
+    )
+    with pytest.raises(BadTarget) as bad:
+        DIRECTORY.resolve("user:abc")
+    assert REPLIES.history_usage("en", bad.value).splitlines() == [
+        "«user:abc» is not a name (use @name, #queue, user:15 or queue:3).",
+        "Whose history? Example: <code>/history 2043</code> or <code>/history @anna</code>",
+    ]
+
+
+def test_one_dialog_to_confirm_is_not_one_dialogs() -> None:
+    refs = [chat(2043), chat(9998), chat(9999)]
+    looks: list[Dialog | BitrixError] = [dialog(16), MISSING, MISSING]
+    assert REPLIES.confirm(refs, looks, ANNA, "en").splitlines()[0] == (
+        "Transfer this dialog to Anna Smirnova?"
+    )
+    assert REPLIES.confirm(refs, looks, ANNA, "ru").splitlines()[0] == (
+        "Передать этот диалог оператору Anna Smirnova?"
+    )
