@@ -425,13 +425,16 @@ class Replies:
 
     def offline(self, looks: Sequence[Dialog | BitrixError], target: Target, lang: Lang) -> Html:
         """The question before a transfer to an operator who is offline: "Bob Lee is
-        offline. Transfer dialog 2043 «…» anyway?", a line per dialog when there are more."""
+        offline. Transfer dialog 2043 «…» anyway?", or for several dialogs, a line each."""
         seen = [look for look in looks if isinstance(look, Dialog)]
         name = self.target(target, lang)
-        if len(looks) == 1 and len(seen) == 1:
-            return self.messages.text("offline.one", lang, target=name, dialog=self.looked(seen[0]))
-        lines = [self.messages.text("offline.many", lang, target=name, count=len(seen))]
-        lines += (self.look_line(look, lang) for look in looks)
+        if len(seen) == 1:  # and why the others cannot be seen, if there are others
+            dialog = self.looked(seen[0])
+            lines = [self.messages.text("offline.one", lang, target=name, dialog=dialog)]
+            lines += (self.look_line(look, lang) for look in looks if look is not seen[0])
+        else:
+            lines = [self.messages.text("offline.many", lang, target=name, count=len(seen))]
+            lines += (self.look_line(look, lang) for look in looks)
         return Html("\n".join(lines))
 
     def offline_note(self, target: Target, lang: Lang) -> Html:
