@@ -224,7 +224,9 @@ async def test_failed_announcement_does_not_hide_the_result() -> None:
 
 async def test_failure_is_not_announced() -> None:
     async with running_bot() as h:
-        await h.say("/transfer 2043 @pavel")
+        question = await h.say("/transfer 2043 @pavel")  # on leave: offline, asked first
+        await h.tap(question, "ok")
+        assert h.now(question).plain_text.startswith("❌ Bitrix24 accepted the transfer")
         await h.settle()
         assert h.team_chat() == []
 
