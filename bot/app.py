@@ -168,7 +168,7 @@ def build_app(
     ``check_portal``: on start-up, check the portal in the background and log what it found."""
     client = client or BitrixClient(config.bitrix24)
     poster = BotPoster()
-    services = Services.build(config, Handoff(client), poster, metrics=client.metrics)
+    services = Services.build(config, Handoff(client), poster)
     messages = services.replies.messages
     dispatcher = Dispatcher()
     inbox = Inbox(dispatcher, services.storage)  # the storage outlives reloads

@@ -5,16 +5,19 @@ Pure decisions, unit-tested without Telegram; the handlers carry them out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.bitrix24.client import Dialog
+from bot.bitrix24.errors import BitrixError
 from bot.command import DialogRef, TransferCommand, UsageError
-from bot.directory import Directory, ResolveError, Target
+from bot.directory import Directory, Kind, ResolveError, Target
 
 CONFIRM_FROM = 3  # this many dialogs in one go ask for one confirming tap
 PAGE_SIZE = 8  # targets per picker page: four rows of two on a phone
+CHOICE_SIZE = 6  # people per page when a name fits several: three rows of two, then More
 
 
 class Step(StrEnum):
@@ -90,3 +93,38 @@ def picker_page(targets: Sequence[Target], number: int, size: int = PAGE_SIZE) -
     number = min(max(number, 0), last)
     start = number * size
     return Page(tuple(targets[start : start + size]), number, number > 0, number < last)
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> tuple[tuple[tuple[int, int, str], ...], str]:
+    """A sort key that reads numbers as numbers, case aside: ``Operator 2`` before
+    ``Operator 10``; equal keys (``op2``, ``op02``) keep a fixed order by the text itself."""
+    parts = _DIGITS.split(text.casefold())
+    return (
+        tuple((0, int(part), "") if i % 2 else (1, 0, part) for i, part in enumerate(parts)),
+        text,
+    )
+
+
+def choices(candidates: Sequence[Target]) -> tuple[Target, ...]:
+    """The entries a name fits, in the order a person looks for them: by name, numbers as
+    numbers; queues before people of the same name."""
+    return tuple(sorted(candidates, key=lambda t: (natural_key(t.name), t.kind is Kind.OPERATOR)))
+
+
+def offline_first(
+    target: Target | None, looks: Sequence[Dialog | BitrixError], online: Mapping[int, bool]
+) -> bool:
+    """Whether a typed transfer must first say that its operator is offline: only when the
+    portal said so (an unknown status asks nothing) and some dialog would really move (one
+    that is finished, or with that operator already, is only reported)."""
+    if target is None or target.kind is not Kind.OPERATOR:
+        return False
+    if online.get(target.bitrix_id, True):
+        return False
+    return any(
+        isinstance(look, Dialog) and not look.finished and not look.held_by(target)
+        for look in looks
+    )

@@ -66,6 +66,15 @@ class Outcome:
         return str(self.dialog.chat_id) if self.dialog else str(self.ref)
 
 
+@dataclass(frozen=True, slots=True)
+class Looks:
+    """Each dialog as Bitrix24 described it (or why it could not be seen), and when the look
+    started (``time.monotonic``)."""
+
+    items: list[Dialog | BitrixError]
+    at: float
+
+
 class Handoff:
     """Transfers dialogs; one dialog is never moved by two commands at the same time."""
 
@@ -74,22 +83,33 @@ class Handoff:
         self._locks: dict[int, asyncio.Lock] = {}
         self._moved_at: dict[int, float] = {}  # CHAT_ID -> when a transfer of it last ended
 
-    async def transfer(self, refs: Sequence[DialogRef], target: Target) -> list[Outcome]:
-        """Transfer each dialog to ``target``; one :class:`Outcome` per ref, in order."""
+    @property
+    def client(self) -> BitrixClient:
+        """The Bitrix24 client it calls through (and whose rate bucket it shares)."""
+        return self._client
+
+    async def transfer(
+        self, refs: Sequence[DialogRef], target: Target, looks: Looks | None = None
+    ) -> list[Outcome]:
+        """Transfer each dialog to ``target``; one :class:`Outcome` per ref, in order.
+
+        ``looks``: the dialogs as the caller just looked at them (one per ref), not looked at
+        again; a dialog another command moved since then is looked at afresh all the same.
+        """
         started = time.monotonic()
         try:
-            looks = await self.look(refs)
-            looked_at = started
+            if looks is None:
+                looks = await self.looked(refs)
             seen: set[int] = set()
             jobs: list[Awaitable[Outcome]] = []
-            for ref, look in zip(refs, looks, strict=True):
+            for ref, look in zip(refs, looks.items, strict=True):
                 if isinstance(look, BitrixError):
                     jobs.append(_ready(Outcome(ref, Status.FAILED, error=look)))
                 elif look.chat_id in seen:
                     jobs.append(_ready(Outcome(ref, Status.DUPLICATE, look)))
                 else:
                     seen.add(look.chat_id)
-                    jobs.append(self._move(ref, look, target, looked_at))
+                    jobs.append(self._move(ref, look, target, looks.at))
             outcomes = list(await asyncio.gather(*jobs))
         finally:
             # forget what no command in flight can need, so the tables do not grow forever
@@ -103,6 +123,11 @@ class Handoff:
     async def look(self, refs: Sequence[DialogRef]) -> list[Dialog | BitrixError]:
         """Each dialog as Bitrix24 describes it now, or why it cannot be seen."""
         return list(await asyncio.gather(*(self._look(ref) for ref in refs)))
+
+    async def looked(self, refs: Sequence[DialogRef]) -> Looks:
+        """:meth:`look`, with when it was done: what :meth:`transfer` may be given."""
+        at = time.monotonic()
+        return Looks(await self.look(refs), at)
 
     async def _look(self, ref: DialogRef) -> Dialog | BitrixError:
         try:

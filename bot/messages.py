@@ -268,8 +268,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Не знаю «{token}». Список: /operators и /queues.",
     ),
     "ambiguous_name": (
-        "«{token}» fits several: {candidates}. Be more specific.",
-        "«{token}» подходит нескольким: {candidates}. Уточните.",
+        "«{token}» fits {count} people. Pick one:",
+        "Под «{token}» подходят несколько сотрудников ({count}). Кого выбрать?",
     ),
     "or": (" or ", " или "),
     "result.ok": (
@@ -530,6 +530,21 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "Transfer this dialog to {target}?",
         "Передать этот диалог в очередь «{target}»?",
     ),
+    # ---- who is free: a name that fits several, online marks, offline operators ----------
+    "ambiguous_name.mixed": (
+        "«{token}» fits {count} names. Pick one:",
+        "Под «{token}» подходят несколько имён ({count}). Выберите:",
+    ),
+    "button.more": ("More »", "Ещё »"),
+    "offline.one": (
+        "⚪ {target} is offline. Transfer dialog {dialog} anyway?",
+        "⚪ Оператор {target} не в сети. Всё равно передать диалог {dialog}?",
+    ),
+    "offline.many": (
+        "⚪ {target} is offline. Transfer {count} dialogs anyway?",
+        "⚪ Оператор {target} не в сети. Всё равно передать диалоги ({count})?",
+    ),
+    "offline.note": ("⚪ {target} is offline.", "⚪ Оператор {target} не в сети."),
 }
 
 

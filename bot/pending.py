@@ -23,7 +23,7 @@ from typing import Any
 from bot.bitrix24.client import Dialog
 from bot.command import DialogKind, DialogRef
 from bot.directory import Kind, Target
-from bot.flow import picker_page
+from bot.flow import CHOICE_SIZE, PAGE_SIZE, Page, picker_page
 from bot.storage import Mark, Storage
 
 MessageKey = tuple[int, int]  # (chat_id, message_id)
@@ -35,6 +35,7 @@ class Action(StrEnum):
 
     PICK = "pick"  # choose a target for the dialogs
     SUGGEST = "suggest"  # "did you mean" a target for the dialogs
+    AMBIGUOUS = "ambiguous"  # a name fits several: pick one of them, page by page
     CONFIRM_TRANSFER = "confirm_transfer"
     CONFIRM_FINISH = "confirm_finish"
     CHOOSE = "choose"  # which of several dialogs (then target, or the picker)
@@ -70,13 +71,13 @@ class Pending:
     claimed: bool = False
     looked: tuple[Dialog, ...] = ()  # the dialogs as last seen (picker header, holder)
     target_word: str | None = None  # a target typed with a reply to several dialogs
-    # the targets the buttons offer (picker, every page; "did you mean"): a tap may only
-    # choose one of these, and the picker's pages are drawn from them
+    # the targets the buttons offer (picker or a name's fits, every page; "did you mean"): a
+    # tap may only choose one of these, and the pages are drawn from them
     offered: tuple[Target, ...] = ()
 
     def target_offered(self, kind: Kind, bitrix_id: int) -> Target | None:
         """The target with this kind and ID if a button of the message offers it, else None."""
-        if self.action not in (Action.PICK, Action.SUGGEST):
+        if self.action not in (Action.PICK, Action.SUGGEST, Action.AMBIGUOUS):
             return None
         return next((t for t in self.offered if t.kind is kind and t.bitrix_id == bitrix_id), None)
 
@@ -87,8 +88,16 @@ class Pending:
         return next((d for d in self.looked if d.chat_id == chat_id), None)
 
     def page_offered(self, number: int) -> bool:
-        """Whether the message is a picker that has page ``number``."""
-        return self.action is Action.PICK and picker_page(self.offered, number).number == number
+        """Whether the message pages its targets (the picker, a name's fits) and has page
+        ``number``."""
+        return self.action in _PAGED and self.page(number).number == number
+
+    def page(self, number: int) -> Page:
+        """Page ``number`` of the targets offered, as this kind of message pages them."""
+        return picker_page(self.offered, number, _PAGED.get(self.action, PAGE_SIZE))
+
+
+_PAGED = {Action.PICK: PAGE_SIZE, Action.AMBIGUOUS: CHOICE_SIZE}  # targets per page
 
 
 class Unstored:

@@ -253,20 +253,24 @@ def _scope_findings(scope: Any, *, sync_in_use: bool) -> list[Finding]:
             )
         )
     if SYNC_SCOPE in granted:
-        findings.append(Finding("ok", f"scope {SYNC_SCOPE} is granted (directory sync)"))
+        findings.append(
+            Finding("ok", f"scope {SYNC_SCOPE} is granted (online marks, directory sync)")
+        )
     elif sync_in_use:
         findings.append(
             Finding(
                 "warning",
                 f"scope {SYNC_SCOPE} is not granted, and directory sync is in use: "
-                f"`python -m bot directory sync` will fail until the webhook has it",
+                f"`python -m bot directory sync` will fail until the webhook has it "
+                f"(and operators show no online marks)",
             )
         )
     else:
         findings.append(
             Finding(
                 "note",
-                f"scope {SYNC_SCOPE} is not granted: `python -m bot directory sync` would need it",
+                f"scope {SYNC_SCOPE} is not granted: operators show no online marks, and "
+                f"`python -m bot directory sync` would need it",
             )
         )
     return findings

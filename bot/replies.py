@@ -37,6 +37,8 @@ TELEGRAM_LIMIT = 4096
 # raw HTML per message, as a multiple of the limit: room for a message of escaped characters
 # (``&amp;`` is five), a bound on requests that a markup bug cannot blow up
 RAW_FACTOR = 4
+# an operator's online mark on a button (Bitrix24 IS_ONLINE); queues and unknowns have none
+ONLINE, OFFLINE = "🟢", "⚪"
 # answers that were lost on the way, rather than errors the portal reported
 _LOST = frozenset({TIMEOUT, NETWORK_ERROR, BAD_RESPONSE})
 # how an audit entry ended, in words (``history.*`` texts); any other code reads "error CODE"
@@ -496,10 +498,42 @@ class Replies:
         )
 
     @staticmethod
-    def button(target: Target) -> str:
-        """A target's button label: plain text (Telegram does not parse markup there)."""
+    def button(target: Target, online: bool | None = None) -> str:
+        """A target's button label: plain text (Telegram does not parse markup there); an
+        operator marked online or offline when that is known."""
         name = target.name if len(target.name) <= 32 else target.name[:31] + "…"
-        return f"# {name}" if target.kind is Kind.QUEUE else name
+        if target.kind is Kind.QUEUE:
+            return f"# {name}"
+        if online is None:
+            return name
+        return f"{ONLINE if online else OFFLINE} {name}"
+
+    def offline(
+        self,
+        refs: Sequence[DialogRef],
+        looks: Sequence[Dialog | BitrixError],
+        target: Target,
+        lang: Lang,
+    ) -> Html:
+        """The question before a transfer to an operator who is offline: "Bob Lee is
+        offline. Transfer dialog 2043 «…» anyway?", or for several dialogs, a line each."""
+        seen = [look for look in looks if isinstance(look, Dialog)]
+        name = self.target(target, lang)
+        if len(seen) == 1:  # and why the others cannot be seen, if there are others
+            dialog = self.looked(seen[0])
+            lines = [self.messages.text("offline.one", lang, target=name, dialog=dialog)]
+            others = [
+                (ref, look) for ref, look in zip(refs, looks, strict=True) if look is not seen[0]
+            ]
+            lines += self.look_lines([r for r, _ in others], [look for _, look in others], lang)
+        else:
+            lines = [self.messages.text("offline.many", lang, target=name, count=len(seen))]
+            lines += self.look_lines(refs, looks, lang)
+        return Html("\n".join(lines))
+
+    def offline_note(self, target: Target, lang: Lang) -> Html:
+        """ "Bob Lee is offline.", said above a confirmation that asks anyway."""
+        return self.messages.text("offline.note", lang, target=self.target(target, lang))
 
     # ---- bad input ----------------------------------------------------------------------
 
@@ -524,13 +558,19 @@ class Replies:
     def unresolved(self, error: ResolveError, lang: Lang) -> Html:
         """ "Did you mean", "fits several", or "not a name" for a target word."""
         text = self.messages.text
+        if isinstance(error, AmbiguousName):  # one line: the names are on the buttons, paged
+            people = all(t.kind is Kind.OPERATOR for t in error.candidates)
+            return text(
+                "ambiguous_name" if people else "ambiguous_name.mixed",
+                lang,
+                token=quoted(error.token),
+                count=len(error.candidates),
+            )
         spelled = [
             Html(f"<code>{escape(self.directory.spelling(t))}</code> ({escape(t.name)})")
             for t in error.candidates
         ]
         joined = Html(text("or", lang).join(spelled))
-        if isinstance(error, AmbiguousName):
-            return text("ambiguous_name", lang, token=quoted(error.token), candidates=joined)
         if isinstance(error, UnknownName):
             if spelled:
                 return text("unknown_name", lang, token=quoted(error.token), suggestions=joined)

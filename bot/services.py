@@ -14,6 +14,7 @@ from bot.handoff import Handoff
 from bot.messages import Messages
 from bot.metrics import Metrics
 from bot.pending import PendingStore
+from bot.presence import Presence
 from bot.replies import Replies
 from bot.storage import Storage, open_storage
 
@@ -30,13 +31,14 @@ class Services:
     pending: PendingStore
     announcer: Announcer | None  # None when the config names no team chat
     storage: Storage
-    metrics: Metrics
+    metrics: Metrics  # the client's: counts outlive reloads
+    presence: Presence  # who is online, kept a minute: outlives reloads, as the client does
 
     def reloaded(self, config: Config, poster: Poster) -> Services:
         """The services of a new config, keeping what outlives it: the Bitrix24 client and
-        its locks, the storage (and with it the buttons in flight), and the announcer if the
-        team chat is the same."""
-        fresh = Services.build(config, self.handoff, poster, self.storage, self.metrics)
+        its locks, the storage (and with it the buttons in flight), who is online, and the
+        announcer if the team chat is the same."""
+        fresh = Services.build(config, self.handoff, poster, self.storage, self.presence)
         fresh.pending.unstored = self.pending.unstored  # messages still being stored
         if config.announce_to != self.config.announce_to:
             return fresh
@@ -49,11 +51,12 @@ class Services:
         handoff: Handoff,
         poster: Poster,
         storage: Storage | None = None,
-        metrics: Metrics | None = None,
+        presence: Presence | None = None,
     ) -> Services:
         """Wire the services of ``config`` around the transfer workflow, a poster, the
-        storage (opened from the config when not given) and the metrics."""
-        metrics = metrics or Metrics()
+        storage (opened from the config when not given) and who is online (asked through the
+        workflow's client when not given). Counts go to the client's metrics."""
+        metrics = handoff.client.metrics
         directory = Directory.from_config(config)
         messages = Messages(config.messages, config.admin_contact)
         storage = storage or open_storage(config.storage, boot=uuid.uuid4().hex)
@@ -77,4 +80,5 @@ class Services:
             announcer=announcer,
             storage=storage,
             metrics=metrics,
+            presence=presence or Presence(handoff.client),
         )

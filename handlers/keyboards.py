@@ -20,6 +20,7 @@ from bot.bitrix24.client import Dialog
 from bot.directory import Kind, Target
 from bot.flow import Page
 from bot.messages import Lang
+from bot.presence import Online
 from bot.replies import Replies
 
 
@@ -31,7 +32,7 @@ class TargetTap(CallbackData, prefix="t"):
 
 
 class PageTap(CallbackData, prefix="p"):
-    """Another page of the picker."""
+    """Another page of the picker, or of the people a name fits."""
 
     page: int
 
@@ -94,18 +95,26 @@ def tapped_kind(data: TargetTap) -> Kind:
     return Kind.OPERATOR if data.kind == "o" else Kind.QUEUE
 
 
-def picker(page: Page, replies: Replies, lang: Lang) -> InlineKeyboardMarkup:
-    """Targets two a row, then Back/Next as needed, then Cancel."""
+def picker(
+    page: Page,
+    replies: Replies,
+    lang: Lang,
+    online: Online | None = None,
+    *,
+    next_key: str = "button.next",
+) -> InlineKeyboardMarkup:
+    """Targets two a row (operators marked online or offline when known), then Back/Next as
+    needed (``next_key`` names the forward button), then Cancel."""
     text = replies.messages.template
     builder = InlineKeyboardBuilder()
     for target in page.targets:
-        builder.button(text=replies.button(target), callback_data=target_tap(target))
+        builder.button(text=_label(target, replies, online), callback_data=target_tap(target))
     builder.adjust(2)
     nav = InlineKeyboardBuilder()
     if page.has_prev:
         nav.button(text=text("button.back", lang), callback_data=PageTap(page=page.number - 1))
     if page.has_next:
-        nav.button(text=text("button.next", lang), callback_data=PageTap(page=page.number + 1))
+        nav.button(text=text(next_key, lang), callback_data=PageTap(page=page.number + 1))
     builder.attach(nav)
     builder.row()
     cancel = InlineKeyboardBuilder()
@@ -114,14 +123,29 @@ def picker(page: Page, replies: Replies, lang: Lang) -> InlineKeyboardMarkup:
     return builder.as_markup()
 
 
-def suggestions(targets: Sequence[Target], replies: Replies, lang: Lang) -> InlineKeyboardMarkup:
-    """One button per suggested target, then Cancel."""
+def choices(
+    page: Page, replies: Replies, lang: Lang, online: Online | None = None
+) -> InlineKeyboardMarkup:
+    """The people a name fits, a page of them: as the picker, with "More »" to go on."""
+    return picker(page, replies, lang, online, next_key="button.more")
+
+
+def suggestions(
+    targets: Sequence[Target], replies: Replies, lang: Lang, online: Online | None = None
+) -> InlineKeyboardMarkup:
+    """One button per suggested target (marked as the picker's are), then Cancel."""
     builder = InlineKeyboardBuilder()
     for target in targets:
-        builder.button(text=replies.button(target), callback_data=target_tap(target))
+        builder.button(text=_label(target, replies, online), callback_data=target_tap(target))
     builder.button(text=replies.messages.template("button.cancel", lang), callback_data=CancelTap())
     builder.adjust(1)
     return builder.as_markup()
+
+
+def _label(target: Target, replies: Replies, online: Online | None) -> str:
+    """A target's button label, with its online mark when known."""
+    known = None if online is None else online.get(target.bitrix_id)
+    return replies.button(target, known if target.kind is Kind.OPERATOR else None)
 
 
 def confirm(action_key: str, replies: Replies, lang: Lang) -> InlineKeyboardMarkup:

@@ -22,9 +22,9 @@ from aiogram.dispatcher.event.bases import CancelHandler, SkipHandler
 from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 
 from bot.command import DialogKind, DialogRef
-from bot.directory import ResolveError
-from bot.flow import Step, after_target, picker_page, picker_targets
-from bot.messages import Lang
+from bot.directory import ResolveError, Target
+from bot.flow import Step, after_target, offline_first, picker_page, picker_targets
+from bot.messages import Html, Lang
 from bot.pending import Action, Expired, NotOffered, Pending, Refused, Taken
 from bot.services import Services
 from handlers import keyboards
@@ -39,7 +39,7 @@ from handlers.keyboards import (
     tapped_kind,
 )
 from handlers.respond import replace
-from handlers.work import Asker, carry_out, edited, key_of
+from handlers.work import Asker, carry_out, edited, fitting, key_of
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +185,13 @@ async def on_target(
     if plan.step is Step.CONFIRM:
         await answer()
         looks = await services.handoff.look(pending.dialogs)
-        confirm = Pending(Action.CONFIRM_TRANSFER, pending.dialogs, pending.user_id, target=target)
-        await services.pending.put(key_of(message), confirm)
-        markup = keyboards.confirm("button.transfer", services.replies, lang)
         text = services.replies.confirm(pending.dialogs, looks, target, lang)
-        await edited(replace(message, text, markup))
+        online = await services.presence.of([target])
+        if offline_first(target, looks, online):  # said in the one confirmation there is
+            text = Html(f"{services.replies.offline_note(target, lang)}\n{text}")
+        await _confirm(message, pending.dialogs, pending.user_id, target, text, services, lang)
         return
+    # a button marked offline was seen before it was tapped: no second question
     pending.target = target
     asker = Asker.of(query, message.chat.id, event_update, supervisor_name, lang)
     await _do(answer, message, pending, services, asker)
@@ -199,8 +200,9 @@ async def on_target(
 async def on_page(
     query: CallbackQuery, callback_data: PageTap, answer: TapAnswer, services: Services, lang: Lang
 ) -> None:
-    """Another page of the picker (only looked at, not claimed: paging changes nothing). A
-    repeated tap shows the same page again: Telegram's "not modified" is no failure."""
+    """Another page of the picker, or of the people a name fits (only looked at, not claimed:
+    paging changes nothing). A repeated tap shows the same page again: Telegram's "not
+    modified" is no failure."""
     number = callback_data.page
     checked = await _checked(
         query, answer, services, lang, lambda p: p.page_offered(number), claim=False
@@ -209,8 +211,12 @@ async def on_page(
         return
     message, pending = checked
     await answer()
-    page = picker_page(pending.offered, number)
-    markup = keyboards.picker(page, services.replies, lang)
+    page = pending.page(number)
+    online = await services.presence.of(page.targets)
+    if pending.action is Action.AMBIGUOUS:
+        markup = keyboards.choices(page, services.replies, lang, online)
+    else:
+        markup = keyboards.picker(page, services.replies, lang, online)
     await edited(message.edit_reply_markup(reply_markup=markup))
 
 
@@ -223,8 +229,8 @@ async def on_dialog(
     lang: Lang,
     supervisor_name: str,
 ) -> None:
-    """One of several dialogs — one the message offered: then the typed target, or the
-    picker."""
+    """One of several dialogs — one the message offered: then the typed target (after one
+    question if its operator is offline), or the picker."""
     chat_id = callback_data.chat
     checked = await _checked(
         query, answer, services, lang, lambda p: p.dialog_offered(chat_id) is not None
@@ -241,23 +247,47 @@ async def on_dialog(
         targets = tuple(picker_targets(services.directory, looked))
         picker = Pending(Action.PICK, (chosen,), pending.user_id, looked=looked, offered=targets)
         await services.pending.put(key_of(message), picker)
-        keyboard = keyboards.picker(picker_page(targets, 0), replies, lang)
+        page = picker_page(targets, 0)
+        online = await services.presence.of(page.targets)
+        keyboard = keyboards.picker(page, replies, lang, online)
         await edited(replace(message, replies.picker(looked, lang), keyboard))
         return
     try:
         target = services.directory.resolve(pending.target_word)
     except ResolveError as err:
         await answer()
+        action, offered, markup = await fitting(err, services, lang)
         await services.pending.put(
-            key_of(message),
-            Pending(Action.SUGGEST, (chosen,), pending.user_id, offered=err.candidates),
+            key_of(message), Pending(action, (chosen,), pending.user_id, offered=offered)
         )
-        markup = keyboards.suggestions(err.candidates, replies, lang) if err.candidates else None
-        await edited(replace(message, replies.unresolved(err, lang), markup))
+        await edited(replace(message, replies.unresolved(err, lang), markup if offered else None))
+        return
+    # the target was typed, so nobody has seen whether its operator is online: ask if not
+    if offline_first(target, looked, await services.presence.of([target])):
+        await answer()
+        text = replies.offline((chosen,), looked, target, lang)
+        await _confirm(message, (chosen,), pending.user_id, target, text, services, lang)
         return
     pending.dialogs, pending.target = (chosen,), target
     asker = Asker.of(query, message.chat.id, event_update, supervisor_name, lang)
     await _do(answer, message, pending, services, asker)
+
+
+async def _confirm(
+    message: Message,
+    dialogs: tuple[DialogRef, ...],
+    user_id: int,
+    target: Target,
+    text: Html,
+    services: Services,
+    lang: Lang,
+) -> None:
+    """Turn the tapped message into a confirmation of the transfer: ``text`` and its two
+    buttons."""
+    confirm = Pending(Action.CONFIRM_TRANSFER, dialogs, user_id, target=target)
+    await services.pending.put(key_of(message), confirm)
+    markup = keyboards.confirm("button.transfer", services.replies, lang)
+    await edited(replace(message, text, markup))
 
 
 async def on_confirm(

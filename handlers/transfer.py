@@ -1,5 +1,6 @@
 """/transfer: parse, then carry out the plan — usage, a choice, the picker, a confirmation,
-"did you mean", or the transfer itself."""
+"did you mean", the people a name fits, or the transfer itself (after one question when its
+operator is offline)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from aiogram.types import InlineKeyboardMarkup, Message, Update
 from bot.bitrix24.client import Dialog
 from bot.command import DialogKind, UsageError, parse_transfer
 from bot.directory import ResolveError, Target
-from bot.flow import Plan, Step, picker_page, picker_targets, plan_transfer
+from bot.flow import (
+    Plan,
+    Step,
+    offline_first,
+    picker_page,
+    picker_targets,
+    plan_transfer,
+)
+from bot.handoff import Looks
 from bot.messages import Html, Lang
 from bot.pending import Action, Pending
 from bot.services import Services
@@ -21,6 +30,7 @@ from handlers.work import (
     carry_out,
     chat_refs,
     failures,
+    fitting,
     key_of,
     replied_dialogs,
 )
@@ -54,15 +64,25 @@ async def transfer(
         return
     if plan.step is Step.SUGGEST:
         assert isinstance(plan.error, ResolveError)
-        markup = keyboards.suggestions(plan.error.candidates, replies, lang)
-        suggest = Pending(Action.SUGGEST, plan.dialogs, user_id, offered=plan.error.candidates)
+        action, offered, markup = await fitting(plan.error, services, lang)
+        suggest = Pending(action, plan.dialogs, user_id, offered=offered)
         async with services.pending.unstored.sending(message.chat.id):
             sent = await respond(message, replies.unresolved(plan.error, lang), markup)
             await services.pending.put(key_of(sent[-1]), suggest)
         return
     if plan.step is Step.EXECUTE:
+        assert plan.target is not None
+        looks: Looks | None = None
+        online = await services.presence.of([plan.target])  # offline? then ask first
+        if online.get(plan.target.bitrix_id) is False:
+            looks = await services.handoff.looked(plan.dialogs)
+            if offline_first(plan.target, looks.items, online):
+                text = replies.offline(plan.dialogs, looks.items, plan.target, lang)
+                confirm = Action.CONFIRM_TRANSFER
+                await _ask_with(message, plan, services, lang, confirm, text, looks)
+                return
         asker = Asker.of(message, message.chat.id, event_update, supervisor_name, lang)
-        done = await carry_out(services, plan.dialogs, plan.target, asker)
+        done = await carry_out(services, plan.dialogs, plan.target, asker, looks)
         async with services.pending.unstored.sending(message.chat.id):
             sent = await respond(message, done.text, done.markup(replies, lang))
             for sent_message in sent:
@@ -70,33 +90,58 @@ async def transfer(
             await done.offer_retry(sent[-1], services)
         await done.note_if_unannounced(sent[-1], lang, services)
         return
-    await _ask(message, plan, services, lang, user_id)
+    await _ask(message, plan, services, lang)
 
 
-async def _ask(message: Message, plan: Plan, services: Services, lang: Lang, user_id: int) -> None:
+async def _ask(message: Message, plan: Plan, services: Services, lang: Lang) -> None:
     """The steps that look at the dialogs first, then ask with buttons."""
     replies = services.replies
-    looks = await services.handoff.look(plan.dialogs)
-    seen = [look for look in looks if isinstance(look, Dialog)]
-    failed = replies.transfer(failures(plan.dialogs, looks), None, lang)
+    looks = await services.handoff.looked(plan.dialogs)
+    seen = [look for look in looks.items if isinstance(look, Dialog)]
+    failed = replies.transfer(failures(plan.dialogs, looks.items), None, lang)
     if not seen:
         await respond(message, failed)
         return
     markup: InlineKeyboardMarkup
     offered: tuple[Target, ...] = ()  # what a target button may choose: the picker's
     if plan.step is Step.CONFIRM:
-        text = replies.confirm(plan.dialogs, looks, plan.target, lang)
-        markup = keyboards.confirm("button.transfer", replies, lang)
-        action = Action.CONFIRM_TRANSFER
-    elif plan.step is Step.CHOOSE:
+        assert plan.target is not None
+        text = replies.confirm(plan.dialogs, looks.items, plan.target, lang)
+        online = await services.presence.of([plan.target])
+        if offline_first(plan.target, looks.items, online):  # said in the one question asked
+            text = Html(f"{replies.offline_note(plan.target, lang)}\n{text}")
+        await _ask_with(message, plan, services, lang, Action.CONFIRM_TRANSFER, text, looks)
+        return
+    if plan.step is Step.CHOOSE:
         text = Html("\n".join(filter(None, [failed, replies.messages.text("choose", lang)])))
         markup = keyboards.dialogs(seen, replies, lang)
         action = Action.CHOOSE
     else:
         text = Html("\n".join(filter(None, [failed, replies.picker(seen, lang)])))
         offered = tuple(picker_targets(services.directory, seen))
-        markup = keyboards.picker(picker_page(offered, 0), replies, lang)
+        page = picker_page(offered, 0)
+        online = await services.presence.of(page.targets)
+        markup = keyboards.picker(page, replies, lang, online)
         action = Action.PICK
+    await _ask_with(message, plan, services, lang, action, text, looks, markup, offered)
+
+
+async def _ask_with(
+    message: Message,
+    plan: Plan,
+    services: Services,
+    lang: Lang,
+    action: Action,
+    text: Html,
+    looks: Looks,
+    markup: InlineKeyboardMarkup | None = None,
+    offered: tuple[Target, ...] = (),
+) -> None:
+    """Send the question (a confirmation unless ``markup`` says otherwise) and keep what its
+    buttons would do."""
+    markup = markup or keyboards.confirm("button.transfer", services.replies, lang)
+    seen = tuple(look for look in looks.items if isinstance(look, Dialog))
+    user_id = message.from_user.id if message.from_user else 0
     # a choice is between dialogs that exist; otherwise keep every dialog, so the result
     # still says what became of the ones that could not be seen
     pending = Pending(
@@ -104,7 +149,7 @@ async def _ask(message: Message, plan: Plan, services: Services, lang: Lang, use
         chat_refs(seen) if action is Action.CHOOSE else plan.dialogs,
         user_id,
         target=plan.target,
-        looked=tuple(seen),
+        looked=seen,
         target_word=plan.target_word,
         offered=offered,
     )

@@ -14,8 +14,9 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, Update
 from bot.bitrix24.client import Dialog
 from bot.bitrix24.errors import BitrixError
 from bot.command import DialogKind, DialogRef
-from bot.directory import Target
-from bot.handoff import Outcome, Status
+from bot.directory import AmbiguousName, ResolveError, Target
+from bot.flow import CHOICE_SIZE, choices, picker_page
+from bot.handoff import Looks, Outcome, Status
 from bot.messages import Html, Lang
 from bot.pending import Action, MessageKey, Pending
 from bot.replies import Replies, split_message
@@ -121,13 +122,18 @@ class Asker:
 
 
 async def carry_out(
-    services: Services, refs: Sequence[DialogRef], target: Target | None, asker: Asker
+    services: Services,
+    refs: Sequence[DialogRef],
+    target: Target | None,
+    asker: Asker,
+    looks: Looks | None = None,
 ) -> Done:
     """Transfer ``refs`` to ``target`` (finish them when None), write the audit trail, and
-    announce what changed. The audit entries are written before anyone is told."""
+    announce what changed. The audit entries are written before anyone is told. ``looks``:
+    the dialogs as just looked at, for a transfer not to look again."""
     handoff, replies, config = services.handoff, services.replies, services.config
     started = time.monotonic()
-    outcomes = await (handoff.transfer(refs, target) if target else handoff.finish(refs))
+    outcomes = await (handoff.transfer(refs, target, looks) if target else handoff.finish(refs))
     latency_ms = round((time.monotonic() - started) * 1000)
     now = utc_now()
     await services.storage.record(
@@ -175,3 +181,20 @@ async def carry_out(
     )
     retry = Pending(Action.RETRY, not_moved, asker.user_id, target=target) if not_moved else None
     return Done(text, done_refs, announced, retry)
+
+
+async def fitting(
+    error: ResolveError, services: Services, lang: Lang
+) -> tuple[Action, tuple[Target, ...], InlineKeyboardMarkup]:
+    """The buttons for a target word that did not name one entry: what they are for, the
+    targets they offer, and the keyboard. A name that fits several shows a page of them
+    (online marks, "More »"); an unknown one, the closest names ("did you mean")."""
+    replies = services.replies
+    if isinstance(error, AmbiguousName):
+        offered = choices(error.candidates)
+        page = picker_page(offered, 0, CHOICE_SIZE)
+        online = await services.presence.of(page.targets)
+        return Action.AMBIGUOUS, offered, keyboards.choices(page, replies, lang, online)
+    online = await services.presence.of(error.candidates)
+    markup = keyboards.suggestions(error.candidates, replies, lang, online)
+    return Action.SUGGEST, error.candidates, markup

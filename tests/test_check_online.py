@@ -33,16 +33,20 @@ from tests.test_cli import run_cli
 
 GOOD_SCOPES = [
     "ok: scope imopenlines is granted (transfers)",
-    "ok: scope user is granted (directory sync)",
+    "ok: scope user is granted (online marks, directory sync)",
 ]
 ANNA_WARNING = (
     "warning: operator anna (Anna Smirnova, bitrix_id 15) is the webhook's own user: "
     "the portal refuses transfers to them; make the webhook as another user"
 )
-USER_NOTE = "note: scope user is not granted: `python -m bot directory sync` would need it"
+USER_NOTE = (
+    "note: scope user is not granted: operators show no online marks, and "
+    "`python -m bot directory sync` would need it"
+)
 USER_WARNING = (
     "warning: scope user is not granted, and directory sync is in use: "
-    "`python -m bot directory sync` will fail until the webhook has it"
+    "`python -m bot directory sync` will fail until the webhook has it (and operators show no "
+    "online marks)"
 )
 # failures are repeated while the deadline allows: keep it short
 QUICK = {"TIMEOUT_S": "1", "DEADLINE_S": "1.5"}
@@ -139,7 +143,7 @@ async def test_without_the_imopenlines_scope_the_bot_cannot_work(tmp_path: Path)
     assert report[3:] == [
         "problem: scope imopenlines is not granted: the bot cannot see or move dialogs; "
         "add it to the webhook in Bitrix24 (granted: crm, user)",
-        "ok: scope user is granted (directory sync)",
+        "ok: scope user is granted (online marks, directory sync)",
     ]
 
 

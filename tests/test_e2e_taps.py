@@ -28,9 +28,9 @@ async def test_picker_offers_queues_then_operators_without_the_holder() -> None:
         assert h.labels(picker) == [
             "# Support line",
             "# Sales <line>",
-            "Anna Smirnova",
-            'Irina <Ira> & "Co"',
-            "Pavel Orlov",
+            "🟢 Anna Smirnova",
+            '🟢 Irina <Ira> & "Co"',
+            "⚪ Pavel Orlov",  # inactive: never online
             "Cancel",
         ]
         assert h.rest_calls() == []
@@ -137,7 +137,7 @@ async def test_a_double_tap_makes_one_rest_call() -> None:
 async def test_did_you_mean_buttons_complete_the_command() -> None:
     async with running_bot() as h:
         question = await h.say("/transfer 2043 @ana")
-        assert h.labels(question) == ["Anna Smirnova", "Cancel"]
+        assert h.labels(question) == ["🟢 Anna Smirnova", "Cancel"]
         assert h.rest_calls() == []
         await h.tap(question, TO_ANNA)
         assert h.now(question).plain_text.startswith("✅ Dialog 2043")
@@ -196,7 +196,9 @@ async def test_reply_to_a_result_acts_on_its_dialog() -> None:
 
 async def test_reply_to_an_error_about_a_dialog() -> None:
     async with running_bot() as h:
-        error = await h.say("/transfer 2043 @pavel")  # on leave: the portal drops it
+        question = await h.say("/transfer 2043 @pavel")  # on leave: offline, and the portal
+        await h.tap(question, OK)  # drops the transfer
+        error = h.now(question)
         assert error.plain_text.startswith("❌")
         h.telegram.send_message(
             "/transfer @anna", user_id=OLGA, reply_to_message_id=error.message_id

@@ -39,9 +39,11 @@ async def test_transfer_to_an_operator() -> None:
     async with running_bot() as h:
         reply = await h.say("/transfer 2043 @anna")
         assert h.rest_calls() == [{"CHAT_ID": 2043, "USER_ID": ANNA}]
-        # a look first, then the transfer with the look that verifies it, in one batch
+        # is Anna online (asked once a minute)? a look, then the transfer with the look that
+        # verifies it, in one batch
         assert h.rest_calls(DIALOG_GET) == [{"CHAT_ID": 2043}, {"CHAT_ID": 2043}]
-        assert [c.method for c in h.portal.calls if not c.in_batch] == [DIALOG_GET, "batch"]
+        calls = [c.method for c in h.portal.calls if not c.in_batch]
+        assert calls == ["user.get", DIALOG_GET, "batch"]
         assert (
             reply.plain_text == "✅ Dialog 2043 «Ivan Petrov — WhatsApp»: Bob Lee → Anna Smirnova"
         )
@@ -121,7 +123,10 @@ async def test_unknown_name_suggests_and_calls_nothing() -> None:
     async with running_bot() as h:
         reply = await h.say("/transfer 2043 @ana")
         assert reply.plain_text == "I don't know «@ana». Did you mean @anna (Anna Smirnova)?"
-        assert h.portal.calls == []
+        # nothing but the read of who is online, for the button's mark
+        assert [(c.method, c.params) for c in h.portal.calls] == [
+            ("user.get", {"FILTER": {"ID": [ANNA]}})
+        ]
 
 
 @pytest.mark.parametrize(
@@ -219,7 +224,9 @@ async def test_failed_announcement_does_not_hide_the_result() -> None:
 
 async def test_failure_is_not_announced() -> None:
     async with running_bot() as h:
-        await h.say("/transfer 2043 @pavel")
+        question = await h.say("/transfer 2043 @pavel")  # on leave: offline, asked first
+        await h.tap(question, "ok")
+        assert h.now(question).plain_text.startswith("❌ Bitrix24 accepted the transfer")
         await h.settle()
         assert h.team_chat() == []
 

@@ -43,3 +43,11 @@ def test_since_is_when_the_status_changed() -> None:
     assert health.report() == Report("degraded", 110.0), "since the first failure, not the latest"
     health.succeeded()
     assert health.report() == Report("ok", 120.0)
+
+
+def test_a_missing_scope_degrades_only_for_the_bots_own_methods() -> None:
+    health = Health(clock=lambda: 1.0)
+    health.failed("insufficient_scope", 403, "user.get")  # online marks: optional
+    assert health.report().status == "ok"
+    health.failed("insufficient_scope", 403, "imopenlines.dialog.get")
+    assert health.report().status == "degraded"

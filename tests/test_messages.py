@@ -406,7 +406,8 @@ NAMES = {"target", "previous", "holder", "name", "by", "token", "word", "candida
 # punctuation, an arrow, or a verb whose subject the name is
 BEFORE_A_NAME = re.compile(
     r"(?:^\W*|[«(:→—,;·]|\n|оператора|оператору|оператор|очереди|очередь|пользователя"
-    r"|передал\(а\)|завершил\(а\)|Возможно,)\s*$"
+    r"|передал\(а\)|завершил\(а\)|Возможно,)\s*$",
+    re.IGNORECASE,
 )
 
 

@@ -263,6 +263,52 @@ async def test_user_get_pages_skip_bots(clock: FakeClock, http: aiohttp.ClientSe
         assert second["result"][-1]["ID"] == "159"
 
 
+async def test_user_get_online_by_id_list(
+    portal: PortalSimulator, http: aiohttp.ClientSession
+) -> None:
+    portal.operators[16].online = False
+    _, body = await call(http, portal, "user.get", {"FILTER": {"ID": [16, 15, 17, 19]}})
+    # IDs as strings; the dismissed user is never online; a bot is never listed
+    assert [(u["ID"], u["IS_ONLINE"]) for u in body["result"]] == [
+        ("15", "Y"),
+        ("16", "N"),
+        ("17", "N"),
+    ]
+    assert (body["total"], "next" in body) == (3, False)
+    portal.operators[16].online = True
+    # the same filter as a batch command carries it: FILTER[ID][0]=16…
+    cmd = {"u": "user.get?FILTER[ID][0]=16&FILTER[ID][1]=18&FILTER[ACTIVE]=Y"}
+    _, body = await call(http, portal, "batch", {"cmd": cmd})
+    assert [(u["ID"], u["IS_ONLINE"]) for u in body["result"]["result"]["u"]] == [
+        ("16", "Y"),
+        ("18", "Y"),  # extranet users are listed, and may be online
+    ]
+
+
+async def test_user_get_by_ids_pages_fifty_with_total_and_next(
+    clock: FakeClock, http: aiohttp.ClientSession
+) -> None:
+    people = [SimOperator(100 + i, f"Person {i}", online=i % 2 == 0) for i in range(60)]
+    async with PortalSimulator(operators=people, queues=[], dialogs=[], clock=clock) as portal:
+        wanted = [100 + i for i in range(55)]
+        _, first = await call(http, portal, "user.get", {"FILTER": {"ID": wanted}})
+        assert (len(first["result"]), first["total"], first["next"]) == (50, 55, 50)
+        assert [u["IS_ONLINE"] for u in first["result"][:3]] == ["Y", "N", "Y"]
+        params = {"FILTER": {"ID": wanted}, "start": 50}
+        _, second = await call(http, portal, "user.get", params)
+        assert [u["ID"] for u in second["result"]] == ["150", "151", "152", "153", "154"]
+        assert "next" not in second
+
+
+async def test_user_get_without_the_user_scope_at_run_time(
+    portal: PortalSimulator, http: aiohttp.ClientSession
+) -> None:
+    portal.scopes.discard("user")
+    status, body = await call(http, portal, "user.get", {"FILTER": {"ID": [15]}})
+    assert (status, body) == (403, error_body("insufficient_scope")[1])
+    assert (await dialog(http, portal, 2043))["id"] == 2043, "the rest still works"
+
+
 # --- scopes, profile, scope -------------------------------------------------------------------
 
 

@@ -124,7 +124,7 @@ async def test_a_did_you_mean_tap_may_only_choose_a_suggestion() -> None:
     async with running_bot() as h:
         taps = Taps(h)
         question = await h.say("/transfer 2043 @ana")
-        assert h.labels(question) == ["Anna Smirnova", "Cancel"]
+        assert h.labels(question) == ["🟢 Anna Smirnova", "Cancel"]
         for data in (TargetTap(kind="q", id=SUPPORT).pack(), TargetTap(kind="o", id=PAVEL).pack()):
             assert (await taps.tap(question, data))["text"] == NOT_VALID
         assert h.rest_calls() == []

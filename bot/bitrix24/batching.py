@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -55,8 +55,21 @@ class Waiting:
 
 
 def command(method: str, params: dict[str, Any]) -> str:
-    """One batch command: ``method?QUERY`` in the query-string form Bitrix24 expects."""
-    return f"{method}?{urlencode(params)}"
+    """One batch command: ``method?QUERY`` in the query-string form Bitrix24 expects, nested
+    values the way PHP reads them (``FILTER[ID][0]=15``)."""
+    return f"{method}?{urlencode(list(_pairs(params)))}"
+
+
+def _pairs(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """``(key, text)`` pairs of a parameter tree: dicts and lists become ``key[sub]``."""
+    if isinstance(value, dict | list | tuple):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, inner in items:
+            yield from _pairs(inner, f"{prefix}[{key}]" if prefix else str(key))
+    elif isinstance(value, bool):
+        yield prefix, "Y" if value else "N"
+    else:
+        yield prefix, str(value)
 
 
 def batch_params(calls: Sequence[Call]) -> dict[str, Any]:

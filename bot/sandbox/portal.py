@@ -274,12 +274,15 @@ class SimOperator:
     ``kind``: ``employee`` (can hold open-line dialogs), ``extranet``, ``bot`` (a chat bot) or
     ``connector`` (the user a channel's customer appears as).  ``user.get`` lists employees and
     extranet users only; a transfer to anyone but an active employee silently does nothing.
+    ``online``: whether they are signed in now (``IS_ONLINE``, always ``"N"`` when inactive);
+    tests and the sandbox set it, transfers ignore it, as the portal does.
     """
 
     id: int
     name: str
     active: bool = True
     kind: str = "employee"
+    online: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in USER_KINDS:
@@ -524,7 +527,9 @@ class PortalSimulator:
     ``webhook_user_id`` / ``webhook_user_name`` are who ``profile`` says is calling.
 
     Test handles: ``moves`` (every transfer that changed a dialog), ``denied_lines`` (lines the
-    caller has no rights on: their chats look unknown), ``move_to`` / ``redirected``.
+    caller has no rights on: their chats look unknown), ``move_to`` / ``redirected``,
+    ``operators[id].online`` (who ``user.get`` says is online), ``scopes`` (a set: take
+    ``user`` out and ``user.get`` answers ``403 insufficient_scope``).
     """
 
     def __init__(
@@ -1116,7 +1121,7 @@ class PortalSimulator:
                     "ACTIVE": op.active,
                     "NAME": first,
                     "LAST_NAME": last,
-                    "IS_ONLINE": "Y" if op.active else "N",
+                    "IS_ONLINE": "Y" if op.active and op.online else "N",
                     "USER_TYPE": op.kind,
                 }
             )
