@@ -494,6 +494,38 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "command.finish": ("Finish a dialog (with a confirming tap)", "Завершить диалог"),
     "command.history": ("Who moved a dialog, and when", "Кто и когда передавал диалог"),
     "command.reload": ("Re-read the config (admins)", "Перечитать настройки (админы)"),
+    # ---- issue 12: what a command that does not parse gets; each command's own usage ----
+    "usage.misread": (
+        "{dialogs} → {target}: I don't understand «{word}».",
+        "{dialogs} → {target}: не понимаю «{word}».",
+    ),
+    "usage.two_targets": (
+        "{dialogs} → {target} or {second}? One name per command.",
+        "{dialogs} → {target} или {second}? Нужно одно имя.",
+    ),
+    "usage.bad_target.after": (
+        "{dialogs} → ?: «{token}» is not a name (use @name, #queue, user:15 or queue:3).",
+        "{dialogs} → ?: «{token}» — не имя (используйте @имя, #очередь, user:15 или queue:3).",
+    ),
+    "usage.finish_target": (
+        "/finish takes dialogs only; «{token}» is not one.",
+        "/finish принимает только диалоги, а «{token}» — не диалог.",
+    ),
+    "usage.finish.form": (
+        "Usage: <code>/finish &lt;dialog&gt; [&lt;dialog&gt; …]</code>\n"
+        "Example: <code>/finish 2043</code>",
+        "Как: <code>/finish &lt;диалог&gt; [&lt;диалог&gt; …]</code>\n"
+        "Пример: <code>/finish 2043</code>",
+    ),
+    "unknown_command": ("There is no /{command} command.", "Команды /{command} нет."),
+    "unknown_command.guess": (
+        "There is no /{command} command. Did you mean /{guess}?",
+        "Команды /{command} нет. Может быть, /{guess}?",
+    ),
+    "unknown_command.list": (
+        "Commands: /transfer /finish /history /operators /queues /help",
+        "Команды: /transfer /finish /history /operators /queues /help",
+    ),
 }
 
 

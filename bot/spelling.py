@@ -32,8 +32,7 @@ _TO_LATIN: Final = str.maketrans({**CYRILLIC, **LATIN})
 
 # The ways one Russian sound is written in Latin letters, each reduced to one mark; in this
 # order, longest first (upper-case letters are marks: the text is lower-case by then).
-# й and и stay apart ("Йован" is not "Иван"); ш and щ do not, nor "ye"/"e", "ia"/"ya"/"iya":
-# people write them either way.
+# ш and щ are one, as are "ye"/"e" and "ia"/"ya"/"iya": people write them either way.
 _SOUNDS: Final[tuple[tuple[str, str], ...]] = (
     ("shch", "S"),  # щ
     ("sch", "S"),
@@ -60,10 +59,11 @@ _SOUNDS: Final[tuple[tuple[str, str], ...]] = (
     ("ii", "i"),  # "Iuliia", "Evgenii"
     ("ya", "A"),
     ("ia", "A"),
-    ("iy", "i"),  # "Evgeniy", "Evgeny", "Евгений"
-    ("y", "i"),  # "Sergey", "Sergei"; ы
-    ("ii", "i"),
 )
+# й is "i" or "y" in Latin where it ends a syllable ("Sergei", "Sergey", "Aigul", "Aygul",
+# "Evgenii", "Evgeny"), so there "y" is "i"; elsewhere "y" stays: "Йван" is not "Иван",
+# and ы is "y" ("Krylov")
+_SYLLABLE_END_Y: Final = re.compile(r"y(?![a-z])|(?<=[aeiouAU])y(?![aeiouAU])")
 _PLAIN: Final = re.compile(r"[a-z0-9_.\- ]*")
 
 
@@ -74,11 +74,13 @@ def fold(word: str) -> str:
     if not _PLAIN.fullmatch(text):
         text = text.translate(_TO_LATIN)
         if not text.isascii():
-            # "é" -> "e"; marks of other scripts go too, their letters stay as they are
+            # "é" -> "e", "ӓ" -> "a"; marks of other scripts go too, their letters stay
             text = "".join(
                 c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)
-            )
+            ).translate(_TO_LATIN)
     for spelled, sound in _SOUNDS:
         if spelled in text:
             text = text.replace(spelled, sound)
+    if "y" in text:
+        text = _SYLLABLE_END_Y.sub("i", text).replace("ii", "i")
     return text

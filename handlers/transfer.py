@@ -10,7 +10,7 @@ from aiogram.types import InlineKeyboardMarkup, Message, Update
 from bot.bitrix24.client import Dialog
 from bot.command import DialogKind, UsageError, parse_transfer
 from bot.directory import ResolveError, Target
-from bot.flow import Plan, Step, picker_page, picker_targets, plan_transfer
+from bot.flow import Misread, Plan, Step, picker_page, picker_targets, plan_transfer
 from bot.messages import Html, Lang
 from bot.pending import Action, Pending
 from bot.services import Services
@@ -49,6 +49,8 @@ async def transfer(
         assert plan.error is not None
         if isinstance(plan.error, UsageError):
             await respond(message, replies.usage(lang, plan.error))
+        elif isinstance(plan.error, Misread):
+            await respond(message, replies.misread(plan.dialogs, plan.error, lang))
         else:
             await respond(message, replies.unresolved(plan.error, lang))
         return
@@ -118,5 +120,5 @@ async def _ask(message: Message, plan: Plan, services: Services, lang: Lang, use
 def build_router() -> Router:
     """The /transfer command."""
     router = Router(name="transfer")
-    router.message.register(transfer, Command("transfer"))
+    router.message.register(transfer, Command("transfer", ignore_case=True))
     return router

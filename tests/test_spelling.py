@@ -57,6 +57,12 @@ def test_different_names_stay_different(one: str, other: str) -> None:
     assert fold(one) != fold(other)
 
 
+def test_decomposed_letters_are_the_letters_typed_on_a_phone() -> None:
+    assert fold("и\u0306ван") == fold("йван") != fold("иван")  # NFD "й", as macOS pastes it
+    assert fold("е\u0308лкин") == fold("ёлкин") == fold("елкин")
+    assert fold("ӓнна") == fold("anna")  # a letter the table lacks: its accent goes
+
+
 def test_digits_and_key_marks_are_kept() -> None:
     assert fold("user.15") == "user.15"
     assert fold("line-3") == "line-3"
@@ -66,3 +72,17 @@ def test_digits_and_key_marks_are_kept() -> None:
 def test_other_scripts_are_kept_as_letters() -> None:
     assert fold("אנה") == "אנה"
     assert fold("Ελένη") == fold("ελένη") == "ελενη"
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("йван", "иван"),  # й starting a syllable is not и
+        ("yvonne", "ivonne"),
+        ("krylov", "krilov"),  # ы is "y"
+    ],
+)
+def test_y_is_i_only_where_it_ends_a_syllable(one: str, other: str) -> None:
+    assert fold(one) != fold(other)
+    assert fold("aygul") == fold("aigul") == fold("Айгуль")
+    assert fold("dmitry") == fold("dmitrii") == fold("Дмитрий")
