@@ -134,7 +134,7 @@ def _looks_like_dialog(token: str, bare_numbers: DialogKind) -> bool:
     return True
 
 
-def _meant_as_dialog(token: str, bare_numbers: DialogKind) -> bool:
+def _is_dialog_word(token: str, bare_numbers: DialogKind) -> bool:
     """Whether ``token`` is a dialog; raises :class:`UsageError` for one in the form of a
     dialog that cannot be one (a link to no dialog, dialog 0)."""
     try:
@@ -184,7 +184,7 @@ def parse_transfer(args: str | None, bare_numbers: DialogKind = DialogKind.CHAT)
     if tokens and _looks_like_dialog(tokens[-1], bare_numbers):
         return TransferCommand(parse_dialogs(tokens, bare_numbers))  # dialogs only: pick
     count = 0
-    while count < len(tokens) and _meant_as_dialog(tokens[count], bare_numbers):
+    while count < len(tokens) and _is_dialog_word(tokens[count], bare_numbers):
         count += 1
     dialogs = parse_dialogs(tokens[:count], bare_numbers)
     words = tuple(tokens[count:])
