@@ -1,18 +1,25 @@
-"""The ``/transfer`` grammar: message text in, a typed command or a typed usage error out.
+"""The command grammar: message text in, a typed command or a typed usage error out.
 
-Pure: no I/O, no directory. The target word is kept as typed; :class:`bot.directory.Directory`
-resolves it.
+Pure: no I/O, no directory. The words after the dialogs are kept as typed: whether they are
+one name, a full name of several words, or a name with something after it is for the
+directory to tell (:func:`bot.flow.read_target`).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 from urllib.parse import parse_qs, unquote
 
+from bot.spelling import fold
+
 MAX_DIALOGS = 20
+# every command the bot has, as the "/" menu spells them (matched in any case)
+COMMANDS = ("transfer", "finish", "history", "operators", "queues", "help", "start", "reload")
 
 
 class DialogKind(StrEnum):
@@ -35,30 +42,45 @@ class DialogRef:
 
 @dataclass(frozen=True, slots=True)
 class TransferCommand:
-    """``/transfer <dialog> [<dialog> ...] <target>``, parsed; either part may be missing
-    (a reply to a message about a dialog supplies the dialog, a picker the target)."""
+    """``/transfer <dialog> [<dialog> ...] <who>``, parsed; either part may be missing
+    (a reply to a message about a dialog supplies the dialog, a picker the target).
+
+    ``words`` are everything after the dialogs, as typed: ``("@anna",)``,
+    ``("Anna", "Smirnova")``, or ``("@bob", "please")``, which is not understood.
+    """
 
     dialogs: tuple[DialogRef, ...]
-    target: str | None
+    words: tuple[str, ...] = ()
 
 
-UsageReason = Literal["empty", "no_dialog", "bad_dialog", "bad_link", "bad_target", "too_many"]
+UsageReason = Literal[
+    "empty", "no_dialog", "bad_dialog", "bad_link", "bad_target", "too_many", "finish_target"
+]
 
 
 class UsageError(Exception):
-    """The command cannot be understood; ``reason`` says which part, ``token`` the culprit."""
+    """The command cannot be understood; ``reason`` says which part, ``token`` the culprit,
+    ``dialogs`` the dialogs understood before it."""
 
-    def __init__(self, reason: UsageReason, token: str | None = None) -> None:
+    def __init__(
+        self, reason: UsageReason, token: str | None = None, dialogs: tuple[DialogRef, ...] = ()
+    ) -> None:
         super().__init__(reason if token is None else f"{reason}: {token}")
         self.reason: UsageReason = reason
         self.token = token
+        self.dialogs = dialogs
 
 
 _NUMBER = r"([0-9]{1,10})"  # ASCII only: int() reads other digits, Telegram users rarely mean them
 _CHAT_FORMS = re.compile(rf"^(?:#|chat)?{_NUMBER}$", re.IGNORECASE)
 _SESSION_FORMS = re.compile(rf"^(?:s|session:|№){_NUMBER}$", re.IGNORECASE)
+# a dialog in form, whatever its number: "0" and "99999999999" are bad dialogs, not names
+_DIALOG_SHAPE = re.compile(r"^(?:#|chat|s|session:|№)?[0-9]+$", re.IGNORECASE)
+# "№ 3568", "s 3567", "# 2043": a prefix typed apart from its number belongs to it
+_PREFIX_APART = re.compile(r"(?<![^\s,;])(№|#|s|session:|chat)\s+(?=[0-9])", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[\s,;]+")
 _TARGET_SHAPE = re.compile(r"^(?:[@#]|queue:|user:)?[\w.-]+$", re.IGNORECASE)
+_TARGET_MARK = re.compile(r"^(?:@|#(?![0-9])|queue:|user:)", re.IGNORECASE)
 
 
 def _from_link(token: str) -> DialogRef | None:
@@ -89,8 +111,9 @@ _BARE = re.compile(rf"^{_NUMBER}$")
 
 
 def parse_dialog(token: str, bare_numbers: DialogKind = DialogKind.CHAT) -> DialogRef:
-    """One dialog word in any form of the grammar; raises :class:`UsageError`."""
-    word = token.strip().strip("()[]<>.")
+    """One dialog word in any form of the grammar (``№ 3568`` too); raises
+    :class:`UsageError`."""
+    word = _PREFIX_APART.sub(r"\1", token.strip()).strip("()[]<>.")
     link = _from_link(word)
     if link is not None:
         return link
@@ -111,6 +134,23 @@ def _looks_like_dialog(token: str, bare_numbers: DialogKind) -> bool:
     return True
 
 
+def _is_dialog_word(token: str, bare_numbers: DialogKind) -> bool:
+    """Whether ``token`` is a dialog; raises :class:`UsageError` for one in the form of a
+    dialog that cannot be one (a link to no dialog, dialog 0)."""
+    try:
+        parse_dialog(token, bare_numbers)
+    except UsageError as err:
+        if err.reason == "bad_link" or _DIALOG_SHAPE.match(token.strip().strip("()[]<>.")):
+            raise
+        return False
+    return True
+
+
+def is_marked_target(word: str) -> bool:
+    """Whether ``word`` can only be a target: ``@anna``, ``#support``, ``queue:3``."""
+    return _TARGET_MARK.match(word) is not None
+
+
 def parse_dialogs(words: list[str], bare_numbers: DialogKind) -> tuple[DialogRef, ...]:
     """Several dialog words; duplicates collapse, order is kept, at most :data:`MAX_DIALOGS`."""
     dialogs: list[DialogRef] = []
@@ -128,28 +168,53 @@ _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\u
 
 
 def _tokens(args: str | None) -> list[str]:
-    return [t for t in _SEPARATORS.split(_INVISIBLE.sub("", args or "")) if t]
+    # NFC: a name pasted from a Mac ("и" + U+0306) is the "й" typed on a phone
+    text = unicodedata.normalize("NFC", _INVISIBLE.sub("", args or ""))
+    text = _PREFIX_APART.sub(r"\1", text)
+    return [t for t in _SEPARATORS.split(text) if t]
 
 
 def parse_transfer(args: str | None, bare_numbers: DialogKind = DialogKind.CHAT) -> TransferCommand:
-    """Parse what follows ``/transfer``: dialogs, then the target (if the last word is one).
+    """Parse what follows ``/transfer``: dialogs, then the words that name the target.
 
-    Missing parts are left empty for the caller to fill; malformed parts raise
-    :class:`UsageError`.
+    Missing parts are left empty for the caller to fill; malformed dialogs, and a first
+    target word that cannot be a name, raise :class:`UsageError`.
     """
     tokens = _tokens(args)
-    if not tokens:
-        return TransferCommand((), None)
-    *dialog_words, last = tokens
-    if _looks_like_dialog(last, bare_numbers):
-        return TransferCommand(parse_dialogs(tokens, bare_numbers), None)
-    if not _TARGET_SHAPE.match(last):
-        raise UsageError("bad_target", last)
-    return TransferCommand(parse_dialogs(dialog_words, bare_numbers), last)
+    if tokens and _looks_like_dialog(tokens[-1], bare_numbers):
+        return TransferCommand(parse_dialogs(tokens, bare_numbers))  # dialogs only: pick
+    count = 0
+    while count < len(tokens) and _is_dialog_word(tokens[count], bare_numbers):
+        count += 1
+    dialogs = parse_dialogs(tokens[:count], bare_numbers)
+    words = tuple(tokens[count:])
+    if words and not _TARGET_SHAPE.match(words[0]):
+        # before a target, it was meant as a dialog ("+5 @anna"); else as the target
+        reason: UsageReason = (
+            "bad_dialog" if any(map(is_marked_target, words[1:])) else "bad_target"
+        )
+        raise UsageError(reason, words[0], dialogs)
+    return TransferCommand(dialogs, words)
 
 
 def parse_finish(
     args: str | None, bare_numbers: DialogKind = DialogKind.CHAT
 ) -> tuple[DialogRef, ...]:
-    """Parse what follows ``/finish``: one or more dialogs (maybe none, for a reply)."""
-    return parse_dialogs(_tokens(args), bare_numbers)
+    """Parse what follows ``/finish``: one or more dialogs (maybe none, for a reply).
+
+    A name among them is refused as such (``finish_target``): /finish takes no target.
+    """
+    tokens = _tokens(args)
+    for i, token in enumerate(tokens):
+        if is_marked_target(token) and not _looks_like_dialog(token, bare_numbers):
+            raise UsageError("finish_target", token, parse_dialogs(tokens[:i], bare_numbers))
+    return parse_dialogs(tokens, bare_numbers)
+
+
+_FOLDED_COMMANDS = {fold(name): name for name in COMMANDS}
+
+
+def closest_command(word: str) -> str | None:
+    """The command ``word`` was likely meant to be (``trasnfer``, ``Трансфер``), if any."""
+    close = difflib.get_close_matches(fold(word[:40]), _FOLDED_COMMANDS, n=1, cutoff=0.6)
+    return _FOLDED_COMMANDS[close[0]] if close else None

@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from bot.messages import LANGS, MessageOverrides, check_overrides
+from bot.spelling import fold
 from bot.yamlsource import Path as KeyPath
 from bot.yamlsource import Problem, YamlDocument, format_path, parse_yaml, walk_strings
 
@@ -52,9 +53,10 @@ MAX_PROBLEMS: Final = 50
 MORE_PROBLEMS: Final = f"more problems not listed: fix these {MAX_PROBLEMS} and check again"
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# a key or alias: letters of any script ("anna", "анна"), digits, _ . -; a letter first
 Key = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"),
+    StringConstraints(strip_whitespace=True, pattern=r"^[^\W\d_][\w.-]{0,63}$"),
 ]
 Username = Annotated[
     str,
@@ -575,18 +577,20 @@ def _cross_checks(data: dict[str, Any], doc: YamlDocument) -> list[Problem]:
     """Uniqueness across entries, on the raw data: a clash is reported even when another
     field of the same entry is invalid too."""
     problems: list[Problem] = []
-    names: dict[str, KeyPath] = {}
+    # every name folded (bot.spelling): "анна" and "Anna" are one name to the directory
+    names: dict[str, tuple[KeyPath, str]] = {}
 
     def claim(name: Any, path: KeyPath) -> None:
         if not isinstance(name, str) or not name.strip():
             return
         name = name.strip().lstrip("@") if path[-1] == "telegram" else name.strip()
-        owner = names.setdefault(name.lower(), path)
+        owner, spelled = names.setdefault(fold(name), (path, name))
         if owner is not path and owner[:2] != path[:2]:
+            alike = f" ('{spelled}')" if spelled.lower() != name.lower() else ""
             problems.append(
                 Problem(
                     path,
-                    f"'{name}' is already used by {format_path(owner)}: "
+                    f"'{name}' is already used by {format_path(owner)}{alike}: "
                     "every key, alias and username must be unique",
                     doc.line_of(path),
                 )
@@ -680,7 +684,7 @@ def _merge_includes(data: dict[str, Any], base_dir: Path | None, line: int | Non
             aliases = entry.get("aliases")
             spelled = [entry.get("key"), entry.get("telegram")]
             spelled += aliases if isinstance(aliases, list) else []
-            taken.update(name.lower() for name in spelled if isinstance(name, str))
+            taken.update(fold(name) for name in spelled if isinstance(name, str))
     for name in names:
         path = base_dir / name
         try:
@@ -714,9 +718,9 @@ def _merge_includes(data: dict[str, Any], base_dir: Path | None, line: int | Non
                 if not isinstance(entry, dict) or entry.get("bitrix_id") in ids:
                     continue
                 entry = dict(entry)
-                if str(entry.get("key", "")).lower() in taken:
+                if fold(str(entry.get("key", ""))) in taken:
                     entry["key"] = f"{prefix}{entry.get('bitrix_id')}"
-                taken.add(str(entry.get("key", "")).lower())
+                taken.add(fold(str(entry.get("key", ""))))
                 own.append(entry)
     return problems
 

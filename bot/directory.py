@@ -1,6 +1,7 @@
-"""Who is who: operators and queues by name, resolved from a command's target word.
+"""Who is who: operators and queues by name, resolved from a command's target words.
 
-Built once from config. Lookups are dict hits (O(1)); only a miss pays for "did you mean".
+Built once from config. Names are kept folded (:func:`bot.spelling.fold`), so ``@анна``,
+``@Anna`` and ``anna`` are one lookup: a dict hit (O(1)); only a miss pays for "did you mean".
 Knows nothing of HTTP or Telegram.
 """
 
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.config import Config
+from bot.spelling import fold
 
 
 class Kind(StrEnum):
@@ -60,9 +63,23 @@ class BadTarget(ResolveError):
     """The word cannot be a target at all (``user:abc``, ``@``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What the words after the dialogs name: ``target``, by the first ``words`` of them."""
+
+    target: Target
+    words: int
+
+
 _RAW = re.compile(r"^(user|queue):([0-9]{1,10})$", re.IGNORECASE)
 _WORD = re.compile(r"[\w-]+")  # a word of a display name
 _NAME = re.compile(r"[\w.-]+")  # a key, alias or username as typed (keys may hold dots)
+MAX_NAME_WORDS = 5  # the longest full name tried: "Мария Анна Петрова-Водкина" is three
+
+
+def _phrase(words: Iterable[str]) -> str:
+    """A full name's lookup key: its folded words in any order ("Smirnova Anna" too)."""
+    return " ".join(sorted(fold(word) for word in words))
 
 
 _SHORTLIST = 64  # spellings compared closely for "did you mean"
@@ -75,7 +92,7 @@ def _grams(word: str) -> set[str]:
 
 
 class Directory:
-    """Operators and queues by key, alias, Telegram username and raw ID."""
+    """Operators and queues by key, alias, Telegram username, full name and raw ID."""
 
     def __init__(
         self,
@@ -84,24 +101,39 @@ class Directory:
         *,
         names: dict[tuple[Kind, str], Target] | None = None,
     ) -> None:
+        """``names``: the keys, aliases and usernames that reach each entry, as typed."""
         self.operators: tuple[Target, ...] = tuple(operators)
         self.queues: tuple[Target, ...] = tuple(queues)
-        self._names: dict[tuple[Kind, str], Target] = dict(names or {})
+        self._names: dict[tuple[Kind, str], Target] = {}  # folded key, alias or username
+        self._other_names: dict[Target, list[str]] = {}  # as typed, for /operators
+        for (kind, name), target in (names or {}).items():
+            self._names.setdefault((kind, fold(name)), target)
+            if name.lower() != (target.key or "").lower():
+                self._other_names.setdefault(target, []).append(name.lower())
         self._by_id: dict[tuple[Kind, int], Target] = {}
-        self._words: dict[tuple[Kind, str], list[Target]] = {}
+        self._words: dict[tuple[Kind, str], list[Target]] = {}  # a folded word of a name
+        self._phrases: dict[tuple[Kind, str], list[Target]] = {}  # a whole name, see _phrase
+        full_names: dict[str, list[Target]] = {}  # folded, for "did you mean"
         for target in (*self.operators, *self.queues):
             self._by_id.setdefault((target.kind, target.bitrix_id), target)
-            if target.key:
-                self._names.setdefault((target.kind, target.key.lower()), target)
-            for word in {w.lower() for w in _WORD.findall(target.name)}:
+            if target.key and (target.kind, target.key.lower()) not in (names or {}):
+                self._names.setdefault((target.kind, fold(target.key)), target)
+            words = [fold(word) for word in _WORD.findall(target.name)]
+            for word in set(words):
                 self._words.setdefault((target.kind, word), []).append(target)
-        self._other_names: dict[Target, list[str]] = {}
+            if len(words) > 1:
+                self._phrases.setdefault((target.kind, " ".join(sorted(words))), []).append(target)
+            full_names.setdefault(" ".join(words), []).append(target)
+        # "did you mean": every folded spelling, and the letter pairs that find it
+        self._spellings: dict[str, list[Target]] = {}
         for (_, name), target in self._names.items():
-            if name != (target.key or "").lower():
-                self._other_names.setdefault(target, []).append(name)
-        self._spellings: dict[str, list[Target]] | None = None
+            self._spellings.setdefault(name, []).append(target)
+        for name, targets in full_names.items():
+            self._spellings.setdefault(name, []).extend(targets)
         self._grams: dict[str, list[str]] = {}  # letter pair -> spellings that contain it
-        self._spelling_index()  # now, not on the first typo: it takes a while for thousands
+        for spelling in self._spellings:
+            for gram in _grams(spelling):
+                self._grams.setdefault(gram, []).append(spelling)
 
     @classmethod
     def from_config(cls, config: Config) -> Directory:
@@ -136,14 +168,43 @@ class Directory:
         )
 
     def resolve(self, token: str) -> Target:
-        """Resolve a target word of the grammar, or raise a :class:`ResolveError`."""
-        word = token.strip()
+        """Resolve a target of the grammar (a word, or a full name of several), or raise a
+        :class:`ResolveError`."""
+        word = unicodedata.normalize("NFC", token).strip()
         raw = _RAW.match(word)
         if raw:
             prefix, number = raw.group(1).lower(), int(raw.group(2))
             if number <= 0:
                 raise BadTarget(word, ())
             return self.by_id(Kind.QUEUE if prefix == "queue" else Kind.OPERATOR, number)
+        kinds, names = self._parse(word)
+        hits = self._hits(kinds, names)
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise AmbiguousName(word, tuple(sorted(hits, key=lambda t: t.name)))
+        raise UnknownName(word, self.suggest(" ".join(names), kinds))
+
+    def read(self, words: Sequence[str]) -> Reading:
+        """The target the first of ``words`` name: the longest run of them that is someone's
+        full name ("Anna Smirnova please"), else the first word alone; raises
+        :class:`ResolveError` when that names nobody, or several."""
+        for count in range(min(len(words), MAX_NAME_WORDS), 1, -1):
+            phrase = " ".join(words[:count])
+            try:
+                kinds, names = self._parse(unicodedata.normalize("NFC", phrase))
+            except BadTarget:  # "@anna @bob" is two names, not one
+                continue
+            hits = self._hits(kinds, names)
+            if len(hits) == 1:
+                return Reading(hits[0], count)
+            if hits:
+                raise AmbiguousName(phrase, tuple(sorted(hits, key=lambda t: t.name)))
+        return Reading(self.resolve(words[0]), 1)
+
+    @staticmethod
+    def _parse(word: str) -> tuple[tuple[Kind, ...], list[str]]:
+        """Which kinds a target may be (by its sigil), and its words, lower-cased."""
         kinds: tuple[Kind, ...]
         lowered = word.lower()
         if lowered.startswith("@"):
@@ -156,53 +217,48 @@ class Directory:
             raise BadTarget(word, ())  # user: takes a Bitrix24 ID only
         else:
             kinds, name = (Kind.OPERATOR, Kind.QUEUE), lowered
-        if not name or not _NAME.fullmatch(name):
+        names = name.split()
+        if not names or not all(_NAME.fullmatch(n) for n in names):
             raise BadTarget(word, ())
+        return kinds, names
+
+    def _hits(self, kinds: tuple[Kind, ...], names: list[str]) -> list[Target]:
+        """The entries ``names`` fit: a key, alias or username first (operators before
+        queues), else every entry with that word, or that full name, in its name."""
+        if len(names) > 1:
+            key = _phrase(names)
+            found = (t for kind in kinds for t in self._phrases.get((kind, key), ()))
+            return list(dict.fromkeys(found))
+        key = fold(names[0])
         for kind in kinds:
-            found = self._names.get((kind, name))
-            if found is not None:
-                return found
-        by_word = {t for kind in kinds for t in self._words.get((kind, name), ())}
-        if len(by_word) == 1:
-            return by_word.pop()
-        if by_word:
-            raise AmbiguousName(word, tuple(sorted(by_word, key=lambda t: t.name)))
-        raise UnknownName(word, self.suggest(name, kinds))
+            hit = self._names.get((kind, key))
+            if hit is not None:
+                return [hit]
+        by_word = (t for kind in kinds for t in self._words.get((kind, key), ()))
+        return list(dict.fromkeys(by_word))
 
     def suggest(
         self, name: str, kinds: tuple[Kind, ...] = (Kind.OPERATOR, Kind.QUEUE), limit: int = 3
     ) -> tuple[Target, ...]:
-        """The entries whose names are closest to ``name``, best first.
+        """The entries whose names are closest to ``name`` (in either script), best first.
 
         Only spellings that share letter pairs with ``name`` are compared closely, so a miss
         costs about the same in a directory of ten thousand as in one of ten.
         """
-        spellings = self._spelling_index()
-        word = name.lower()
+        word = fold(name)
         shared: Counter[str] = Counter()
         for gram in _grams(word):
             shared.update(self._grams.get(gram, ()))
         likely = [spelling for spelling, _ in shared.most_common(_SHORTLIST)]
         close = difflib.get_close_matches(word, likely, n=limit * 3, cutoff=0.6)
-        found: list[Target] = []
+        found: dict[Target, None] = {}  # ordered; a name thousands share fills it at once
         for spelling in close:
-            for target in spellings[spelling]:
-                if target.kind in kinds and target not in found:
-                    found.append(target)
-        return tuple(found[:limit])
-
-    def _spelling_index(self) -> dict[str, list[Target]]:
-        if self._spellings is None:
-            index: dict[str, list[Target]] = {}
-            for (_, name), target in self._names.items():
-                index.setdefault(name, []).append(target)
-            for target in (*self.operators, *self.queues):
-                index.setdefault(target.name.lower(), []).append(target)
-            for spelling in index:
-                for gram in _grams(spelling):
-                    self._grams.setdefault(gram, []).append(spelling)
-            self._spellings = index
-        return self._spellings
+            for target in self._spellings[spelling]:
+                if target.kind in kinds:
+                    found.setdefault(target)
+                    if len(found) == limit:
+                        return tuple(found)
+        return tuple(found)
 
     def spellings(self, target: Target) -> list[str]:
         """Every way to type ``target``: key first, then aliases and the Telegram username."""

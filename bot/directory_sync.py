@@ -33,6 +33,7 @@ from bot.bitrix24.client import BitrixClient
 from bot.bitrix24.codes import BAD_RESPONSE
 from bot.bitrix24.errors import BitrixError, Retry
 from bot.config import ConfigError, parse_config
+from bot.spelling import CYRILLIC, LATIN, fold
 
 __all__ = [
     "GENERATED_NAME",
@@ -66,20 +67,6 @@ _PAGE: Final = "p"  # the command's name inside the batch
 _UNSAFE: Final = frozenset("\x85\u2028\u2029\ufffe\uffff")
 _SEPARATORS: Final = "._-"
 
-# Russian (and the few extra Ukrainian/Belarusian letters) to Latin, in the everyday style of
-# names in Latin letters: "Юрий Щукин" -> "yuriy shchukin", "Наталья" -> "natalya".
-_CYRILLIC: Final[Mapping[str, str]] = {
-    "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "е": "e", "ё": "e", "ж": "zh",
-    "з": "z", "и": "i", "й": "y", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o",
-    "п": "p", "р": "r", "с": "s", "т": "t", "у": "u", "ф": "f", "х": "kh", "ц": "ts",
-    "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ы": "y", "ь": "", "э": "e", "ю": "yu",
-    "я": "ya", "і": "i", "ї": "yi", "є": "ye", "ґ": "g", "ў": "u",
-}  # fmt: skip
-# Latin letters that Unicode decomposition does not reduce to ASCII
-_LATIN: Final[Mapping[str, str]] = {
-    "ß": "ss", "æ": "ae", "œ": "oe", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th",
-    "ı": "i",
-}  # fmt: skip
 _APOSTROPHES: Final = "'`´ʼ’‘"  # dropped inside a word: "O'Neil" -> "oneil"
 
 
@@ -113,9 +100,9 @@ def generated_path(config_path: Path) -> Path:
 
 
 def _ascii(char: str) -> str:
-    mapped = _CYRILLIC.get(char)
+    mapped = CYRILLIC.get(char)
     if mapped is None:
-        mapped = _LATIN.get(char)
+        mapped = LATIN.get(char)
     if mapped is not None:
         return mapped
     if char.isascii():
@@ -189,7 +176,8 @@ Ident = tuple[str, int]  # ("operator" | "queue", bitrix_id)
 def _assign_keys(
     entries: Iterable[tuple[Ident, str]], previous: Mapping[Ident, str]
 ) -> dict[Ident, str]:
-    """Unique keys across operators and queues, in the order given.
+    """Keys unique across operators and queues (in any case or script, as the config check
+    sees them), in the order given.
 
     A key the previous file gave an entry is kept while the entry's name still gives it.
     """
@@ -198,20 +186,20 @@ def _assign_keys(
         for ident, name in entries
     }
     keys: dict[Ident, str] = {}
-    taken: set[str] = set()
+    taken: set[str] = set()  # folded: "sergey.ivanov" and "sergei.ivanov" are one name
     for ident, base in bases.items():
         old = previous.get(ident)
-        if old is not None and old not in taken and _derives_from(old, base):
+        if old is not None and fold(old) not in taken and _derives_from(old, base):
             keys[ident] = old
-            taken.add(old)
+            taken.add(fold(old))
     for ident, base in bases.items():
         if ident in keys:
             continue
         number = 1
-        while _numbered(base, number) in taken:
+        while fold(_numbered(base, number)) in taken:
             number += 1
         keys[ident] = _numbered(base, number)
-        taken.add(keys[ident])
+        taken.add(fold(keys[ident]))
     return keys
 
 

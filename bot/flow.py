@@ -12,7 +12,13 @@ from enum import StrEnum
 
 from bot.bitrix24.client import Dialog
 from bot.bitrix24.errors import BitrixError
-from bot.command import DialogRef, TransferCommand, UsageError
+from bot.command import (
+    DialogRef,
+    TransferCommand,
+    UsageError,
+    UsageReason,
+    is_marked_target,
+)
 from bot.directory import Directory, Kind, ResolveError, Target
 
 CONFIRM_FROM = 3  # this many dialogs in one go ask for one confirming tap
@@ -31,6 +37,17 @@ class Step(StrEnum):
     EXECUTE = "execute"
 
 
+class Misread(Exception):
+    """The words after the dialogs named ``target``, then went on with ``word``, which is
+    not understood: another target (``second``; one per command), or nothing the bot knows."""
+
+    def __init__(self, target: Target, word: str, second: Target | None = None) -> None:
+        super().__init__(word)
+        self.target = target
+        self.word = word
+        self.second = second
+
+
 @dataclass(frozen=True)
 class Plan:
     """A step and what it needs."""
@@ -39,7 +56,39 @@ class Plan:
     dialogs: tuple[DialogRef, ...] = ()
     target: Target | None = None
     target_word: str | None = None
-    error: UsageError | ResolveError | None = None
+    error: UsageError | ResolveError | Misread | None = None
+
+
+def _meant_as_dialog(words: tuple[str, ...]) -> bool:
+    """Whether the first of ``words`` was meant as a dialog: a target follows it, or it
+    has digits ("20x4 anna"), and it is not a target itself."""
+    first, rest = words[0], words[1:]
+    if not rest or is_marked_target(first):
+        return False
+    return any(map(is_marked_target, rest)) or any(c.isdigit() for c in first)
+
+
+def read_target(words: tuple[str, ...], directory: Directory) -> tuple[Target, str]:
+    """The target that ``words`` name, and the words that named it ("Anna Smirnova").
+
+    Raises :class:`Misread` for words after the name, :class:`ResolveError` for a name
+    nobody (or several) has, and :class:`UsageError` ``bad_dialog`` for a word before a
+    target that is neither ("/transfer 2043 foo @anna": «foo» was meant as a dialog).
+    """
+    try:
+        reading = directory.read(words)
+    except ResolveError as err:
+        if _meant_as_dialog(words):
+            raise UsageError("bad_dialog", words[0]) from err
+        raise
+    if reading.words == len(words):
+        return reading.target, " ".join(words)
+    word = words[reading.words]
+    try:
+        second: Target | None = directory.read(words[reading.words :]).target
+    except ResolveError:
+        second = None
+    raise Misread(reading.target, word, second if second != reading.target else None)
 
 
 def plan_transfer(
@@ -48,16 +97,25 @@ def plan_transfer(
     """Decide what ``/transfer`` does; ``replied`` are the dialogs of the message it answers."""
     dialogs = command.dialogs or replied
     if not dialogs:
-        return Plan(Step.USAGE, error=UsageError("no_dialog" if command.target else "empty"))
-    if not command.dialogs and len(replied) > 1:
-        return Plan(Step.CHOOSE, dialogs, target_word=command.target)
-    if command.target is None:
-        return Plan(Step.PICK, dialogs)
+        if command.words and _meant_as_dialog(command.words):
+            return Plan(Step.USAGE, error=UsageError("bad_dialog", command.words[0]))
+        reason: UsageReason = "no_dialog" if command.words else "empty"
+        return Plan(Step.USAGE, error=UsageError(reason))
+    choose = not command.dialogs and len(replied) > 1
+    if not command.words:
+        return Plan(Step.CHOOSE, dialogs) if choose else Plan(Step.PICK, dialogs)
+    typed = " ".join(command.words)
     try:
-        target = directory.resolve(command.target)
+        target, named_by = read_target(command.words, directory)
+    except (UsageError, Misread) as err:
+        return Plan(Step.USAGE, dialogs, error=err)
     except ResolveError as err:
+        if choose:  # which dialog first; the name is for after the choice
+            return Plan(Step.CHOOSE, dialogs, target_word=typed)
         step = Step.SUGGEST if err.candidates else Step.USAGE
-        return Plan(step, dialogs, target_word=command.target, error=err)
+        return Plan(step, dialogs, target_word=typed, error=err)
+    if choose:
+        return Plan(Step.CHOOSE, dialogs, target_word=named_by)
     return after_target(dialogs, target)
 
 

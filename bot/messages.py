@@ -229,7 +229,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "admin.default": ("the bot's admin", "администратору бота"),
     "usage": (
         "Usage: <code>/transfer &lt;dialog&gt; &lt;who&gt;</code>\nExample: <code>{example}</code>",
-        "Как: <code>/transfer &lt;диалог&gt; &lt;кому&gt;</code>\nПример: <code>{example}</code>",
+        "Формат: <code>/transfer &lt;диалог&gt; &lt;кому&gt;</code>\nПример: <code>{example}</code>",
     ),
     "usage.empty": (
         "Which dialog, and to whom?",
@@ -545,6 +545,38 @@ _TEXTS: dict[str, tuple[str, str]] = {
         "⚪ Оператор {target} не в сети. Всё равно передать диалоги ({count})?",
     ),
     "offline.note": ("⚪ {target} is offline.", "⚪ Оператор {target} не в сети."),
+    # ---- issue 12: what a command that does not parse gets; each command's own usage ----
+    "usage.misread": (
+        "{dialogs} → {target}: I don't understand «{word}».",
+        "{dialogs} → {target}: не понимаю «{word}».",
+    ),
+    "usage.two_targets": (
+        "{dialogs} → {target} or {second}? One name per command.",
+        "{dialogs} → {target} или {second}? Нужно одно имя.",
+    ),
+    "usage.bad_target.after": (
+        "{dialogs} → ?: «{token}» is not a name (use @name, #queue, user:15 or queue:3).",
+        "{dialogs} → ?: «{token}» — не имя (используйте @имя, #очередь, user:15 или queue:3).",
+    ),
+    "usage.finish_target": (
+        "/finish takes dialogs only; «{token}» is not one.",
+        "/finish принимает только диалоги, а «{token}» — не диалог.",
+    ),
+    "usage.finish.form": (
+        "Usage: <code>/finish &lt;dialog&gt; [&lt;dialog&gt; …]</code>\n"
+        "Example: <code>/finish 2043</code>",
+        "Формат: <code>/finish &lt;диалог&gt; [&lt;диалог&gt; …]</code>\n"
+        "Пример: <code>/finish 2043</code>",
+    ),
+    "unknown_command": ("There is no /{command} command.", "Команды /{command} нет."),
+    "unknown_command.guess": (
+        "There is no /{command} command. Did you mean /{guess}?",
+        "Команды /{command} нет. Может быть, /{guess}?",
+    ),
+    "unknown_command.list": (
+        "Commands: /transfer /finish /history /operators /queues /help",
+        "Команды: /transfer /finish /history /operators /queues /help",
+    ),
 }
 
 

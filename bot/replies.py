@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 from bot.bitrix24.client import Dialog
 from bot.bitrix24.codes import BAD_RESPONSE, NETWORK_ERROR, TIMEOUT
 from bot.bitrix24.errors import BitrixError
-from bot.command import DialogRef, UsageError
+from bot.command import DialogRef, UsageError, closest_command
 from bot.directory import (
     AmbiguousName,
     BadTarget,
@@ -25,6 +25,7 @@ from bot.directory import (
     Target,
     UnknownName,
 )
+from bot.flow import Misread
 from bot.handoff import Outcome, Status
 from bot.messages import Html, Lang, Messages, escape
 from bot.storage import AuditEntry
@@ -545,15 +546,57 @@ class Replies:
             return f"/transfer 2043 {self.directory.spelling(self.directory.queues[0])}"
         return "/transfer 2043 user:15"
 
-    def usage(self, lang: Lang, error: UsageError | None = None) -> Html:
-        """What was wrong (if anything) and the usage line with a real example."""
-        usage = self.messages.text("usage", lang, example=self.example())
+    def usage(
+        self,
+        lang: Lang,
+        error: UsageError | None = None,
+        command: Literal["transfer", "finish"] = "transfer",
+    ) -> Html:
+        """What was wrong (if anything), then ``command``'s usage with an example."""
+        text = self.messages.text
+        if command == "finish":
+            usage = text("usage.finish.form", lang)
+        else:
+            usage = text("usage", lang, example=self.example())
         if error is None:
             return usage
+        key = f"usage.{error.reason}"
         params: dict[str, object] = {"token": quoted(error.token or "")}
         if error.reason == "too_many":
             params = {"limit": error.token or ""}
-        return Html(f"{self.messages.text(f'usage.{error.reason}', lang, **params)}\n{usage}")
+        elif error.reason == "bad_target" and error.dialogs:
+            key, params["dialogs"] = "usage.bad_target.after", self.dialog_list(error.dialogs)
+        return Html(f"{text(key, lang, **params)}\n{usage}")
+
+    def misread(self, dialogs: Sequence[DialogRef], error: Misread, lang: Lang) -> Html:
+        """What was understood, and the word that was not: "2043 → Bob Lee: «please»?"."""
+        params: dict[str, object] = {
+            "dialogs": self.dialog_list(dialogs),
+            "target": self.target(error.target, lang),
+        }
+        if error.second is not None:
+            line = self.messages.text(
+                "usage.two_targets", lang, second=self.target(error.second, lang), **params
+            )
+        else:
+            line = self.messages.text("usage.misread", lang, word=quoted(error.word), **params)
+        return Html(f"{line}\n{self.usage(lang)}")
+
+    @staticmethod
+    def dialog_list(dialogs: Sequence[DialogRef], shown: int = 3) -> str:
+        """Dialogs as typed, a few of them: ``2043, s3567`` or ``2043, 2044, 2045 …``."""
+        listed = ", ".join(str(ref) for ref in dialogs[:shown])
+        return f"{listed} …" if len(dialogs) > shown else listed
+
+    def unknown_command(self, command: str, lang: Lang) -> Html:
+        """A command the bot does not have: "did you mean", and the commands it has."""
+        guess = closest_command(command)
+        word = quoted(command)
+        if guess is not None:
+            line = self.messages.text("unknown_command.guess", lang, command=word, guess=guess)
+        else:
+            line = self.messages.text("unknown_command", lang, command=word)
+        return Html(f"{line}\n{self.messages.text('unknown_command.list', lang)}")
 
     def unresolved(self, error: ResolveError, lang: Lang) -> Html:
         """ "Did you mean", "fits several", or "not a name" for a target word."""

@@ -41,5 +41,5 @@ async def reload_config(
 def build_router() -> Router:
     """The /reload command."""
     router = Router(name="admin")
-    router.message.register(reload_config, Command("reload"))
+    router.message.register(reload_config, Command("reload", ignore_case=True))
     return router

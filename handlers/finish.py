@@ -24,7 +24,7 @@ async def finish(
     try:
         refs = parse_finish(command.args, DialogKind(services.config.dialog_numbers))
     except UsageError as err:
-        await respond(message, replies.usage(lang, err))
+        await respond(message, replies.usage(lang, err, "finish"))
         return
     refs = refs or await replied_dialogs(message, bot, services)
     if not refs:
@@ -48,5 +48,5 @@ async def finish(
 def build_router() -> Router:
     """The /finish command."""
     router = Router(name="finish")
-    router.message.register(finish, Command("finish"))
+    router.message.register(finish, Command("finish", ignore_case=True))
     return router

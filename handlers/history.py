@@ -72,5 +72,5 @@ async def history(message: Message, command: CommandObject, services: Services, 
 def build_router() -> Router:
     """The /history command."""
     router = Router(name="history")
-    router.message.register(history, Command("history"))
+    router.message.register(history, Command("history", ignore_case=True))
     return router

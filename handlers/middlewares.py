@@ -179,7 +179,7 @@ async def _command(update: Update, services: Services) -> _Command:
             if action == "finish":
                 return _Command(action, parse_finish(args, bare), "-")
             parsed = parse_transfer(args, bare)
-            return _Command(action, parsed.dialogs, parsed.target or "-")
+            return _Command(action, parsed.dialogs, " ".join(parsed.words) or "-")
         except UsageError:
             return _Command(action, (), "-")
     query = update.callback_query

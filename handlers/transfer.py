@@ -12,6 +12,7 @@ from bot.bitrix24.client import Dialog
 from bot.command import DialogKind, UsageError, parse_transfer
 from bot.directory import ResolveError, Target
 from bot.flow import (
+    Misread,
     Plan,
     Step,
     offline_first,
@@ -59,6 +60,8 @@ async def transfer(
         assert plan.error is not None
         if isinstance(plan.error, UsageError):
             await respond(message, replies.usage(lang, plan.error))
+        elif isinstance(plan.error, Misread):
+            await respond(message, replies.misread(plan.dialogs, plan.error, lang))
         else:
             await respond(message, replies.unresolved(plan.error, lang))
         return
@@ -163,5 +166,5 @@ async def _ask_with(
 def build_router() -> Router:
     """The /transfer command."""
     router = Router(name="transfer")
-    router.message.register(transfer, Command("transfer"))
+    router.message.register(transfer, Command("transfer", ignore_case=True))
     return router

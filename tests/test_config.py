@@ -349,6 +349,132 @@ def test_names_must_be_unique_across_operators_and_queues(text: str, expected: s
     assert problems(text) == [expected]
 
 
+# ---- names in any script ----------------------------------------------------------------
+
+
+def test_keys_and_aliases_may_be_cyrillic() -> None:
+    text = yaml(
+        """\
+        operators:
+          - {key: елена, bitrix_id: 15, name: Елена Ёлкина, aliases: [ёлкина, lena]}
+        queues:
+          - {key: поддержка, bitrix_id: 3, name: Поддержка}
+        """
+    )
+    config = parse_config(text, {})
+    assert config.operators[0].key == "елена"
+    assert config.operators[0].aliases == ("ёлкина", "lena")
+    assert config.queues[0].key == "поддержка"
+
+
+@pytest.mark.parametrize("key", ["1anna", "_anna", "-anna", "анна смирнова", "анна!", "@анна"])
+def test_a_key_still_starts_with_a_letter_and_has_no_spaces(key: str) -> None:
+    text = f"operators:\n  - {{key: '{key}', bitrix_id: 15, name: Anna}}\n"
+    assert problems(text) == [
+        "operators[0].key (line 2): "
+        "must start with a letter and use only letters, digits, _ . - (no spaces)"
+    ]
+
+
+def test_telegram_usernames_stay_latin() -> None:
+    text = "operators:\n  - {key: anna, bitrix_id: 15, name: Anna, telegram: анна_смирнова}\n"
+    [problem] = problems(text)
+    assert problem.startswith("operators[0].telegram (line 2): ")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            yaml(
+                """\
+                operators:
+                  - {key: anna, bitrix_id: 15, name: Anna Smirnova}
+                  - {key: bob, bitrix_id: 16, name: Bob Lee, aliases: [анна]}
+                """
+            ),
+            "operators[1].aliases[0] (line 3): 'анна' is already used by operators[0].key "
+            f"('anna'): {UNIQUE}",
+            id="latin-key-cyrillic-alias",
+        ),
+        pytest.param(
+            yaml(
+                """\
+                operators:
+                  - {key: елкин, bitrix_id: 15, name: Пётр Ёлкин}
+                  - {key: elkin, bitrix_id: 16, name: Pavel Elkin}
+                """
+            ),
+            f"operators[1].key (line 3): 'elkin' is already used by operators[0].key ('елкин'): "
+            f"{UNIQUE}",
+            id="cyrillic-key-latin-key",
+        ),
+        pytest.param(
+            yaml(
+                """\
+                operators:
+                  - {key: yulia, bitrix_id: 15, name: Yulia}
+                queues:
+                  - {key: support, bitrix_id: 3, name: Support, aliases: [Юлия]}
+                """
+            ),
+            "queues[0].aliases[0] (line 4): 'Юлия' is already used by operators[0].key "
+            f"('yulia'): {UNIQUE}",
+            id="operator-key-queue-alias-transliterated",
+        ),
+        pytest.param(
+            yaml(
+                """\
+                operators:
+                  - {key: fedor, bitrix_id: 15, name: Fedor}
+                  - {key: bob, bitrix_id: 16, name: Bob, aliases: [Фёдор]}
+                """
+            ),
+            "operators[1].aliases[0] (line 3): 'Фёдор' is already used by operators[0].key "
+            f"('fedor'): {UNIQUE}",
+            id="yo-folds-to-e",
+        ),
+    ],
+)
+def test_names_must_be_unique_in_every_script(text: str, expected: str) -> None:
+    assert problems(text) == [expected]
+
+
+def test_one_entry_may_spell_its_own_name_both_ways() -> None:
+    text = "operators:\n  - {key: anna, bitrix_id: 15, name: Anna, aliases: [анна, Anya]}\n"
+    assert parse_config(text, {}).operators[0].aliases == ("анна", "Anya")
+
+
+def test_a_clash_across_scripts_is_found_by_load_config(tmp_path: Path) -> None:
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        "operators:\n"
+        "  - {key: anna, bitrix_id: 15, name: Anna}\n"
+        "  - {key: анна, bitrix_id: 16, name: Анна Петрова}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file, env={})
+    assert [str(p) for p in caught.value.problems] == [
+        f"operators[1].key (line 3): 'анна' is already used by operators[0].key ('anna'): {UNIQUE}"
+    ]
+
+
+def test_an_included_key_that_folds_like_a_config_name_is_keyed_by_its_id(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "directory.generated.yaml").write_text(
+        "operators:\n  - {key: анна, bitrix_id: 16, name: Анна Петрова}\n", encoding="utf-8"
+    )
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        "include: directory.generated.yaml\noperators:\n  - {key: anna, bitrix_id: 15, name: A}\n",
+        encoding="utf-8",
+    )
+    config = load_config(config_file, env={})
+    assert [op.key for op in config.operators] == ["anna", "user16"]
+
+
 def test_duplicate_bitrix_id_among_operators() -> None:
     text = yaml(
         """\

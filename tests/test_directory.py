@@ -13,6 +13,7 @@ from bot.directory import (
     BadTarget,
     Directory,
     Kind,
+    Reading,
     ResolveError,
     Target,
     UnknownName,
@@ -243,7 +244,7 @@ def test_a_key_beats_a_shared_first_name() -> None:
 
 
 @pytest.mark.parametrize(
-    "word", ["@", "#", "queue:", "user:abc", "user:0", "queue:0", "@a<b>", "@an na", "@@x"]
+    "word", ["@", "#", "queue:", "user:abc", "user:0", "queue:0", "@a<b>", "@an @na", "@@x"]
 )
 def test_bad_targets(sample: Directory, word: str) -> None:
     error = resolve_error(sample, word)
@@ -288,6 +289,164 @@ def test_directory_lists_entries_in_config_order(sample: Directory) -> None:
     assert [t.key for t in sample.queues] == ["support"]
     assert sample.name_of(Kind.OPERATOR, 16) == "Bob Lee"
     assert sample.name_of(Kind.QUEUE, 16) is None
+
+
+# ---- names in any script ----------------------------------------------------------------
+
+RUSSIAN = """\
+    operators:
+      - {key: anna, bitrix_id: 15, name: Anna Smirnova, aliases: [anya], telegram: anna_s}
+      - {key: bob, bitrix_id: 16, name: Bob Lee}
+      - {key: елена, bitrix_id: 30, name: Елена Ёлкина}
+      - {key: zhenya, bitrix_id: 31, name: Евгения Цой}
+      - {key: yulia, bitrix_id: 32, name: Юлия Щукина}
+      - {key: ivan, bitrix_id: 33, name: Иван Петров}
+    queues:
+      - {key: support, bitrix_id: 3, name: Support line, aliases: [sup]}
+      - {key: продажи, bitrix_id: 5, name: Отдел продаж}
+    """
+
+
+@pytest.fixture(scope="module")
+def russian() -> Directory:
+    return directory_of(RUSSIAN)
+
+
+@pytest.mark.parametrize(
+    ("word", "key"),
+    [
+        ("@анна", "anna"),
+        ("Анна", "anna"),
+        ("@АННА", "anna"),
+        ("@аня", "anna"),
+        ("боб", "bob"),
+        ("@Боб", "bob"),
+        ("@елена", "елена"),
+        ("@elena", "елена"),
+        ("@Yelena", "елена"),
+        ("@елкина", "елена"),
+        ("@ёлкина", "елена"),
+        ("@Elkina", "елена"),
+        ("@женя", "zhenya"),
+        ("@Zhenya", "zhenya"),
+        ("@евгения", "zhenya"),
+        ("@Tsoy", "zhenya"),
+        ("@юлия", "yulia"),
+        ("@julia", "yulia"),
+        ("@iuliia", "yulia"),
+        ("@shchukina", "yulia"),
+        ("иван", "ivan"),
+        ("@Петров", "ivan"),
+        ("#prodazhi", "продажи"),
+        ("#продажи", "продажи"),
+        ("#саппорт", None),
+    ],
+)
+def test_names_resolve_in_either_script(russian: Directory, word: str, key: str | None) -> None:
+    if key is None:
+        assert isinstance(resolve_error(russian, word), UnknownName)
+    else:
+        assert russian.resolve(word).key == key
+
+
+@pytest.mark.parametrize(
+    ("phrase", "key"),
+    [
+        ("Anna Smirnova", "anna"),
+        ("anna smirnova", "anna"),
+        ("Анна Смирнова", "anna"),
+        ("Smirnova Anna", "anna"),  # surname first, as Russian forms have it
+        ("@Anna Smirnova", "anna"),
+        ("Елена Ёлкина", "елена"),
+        ("Elena Elkina", "елена"),
+        ("Yelena Yolkina", "елена"),
+        ("Ёлкина Елена", "елена"),
+        ("#Support line", "support"),
+        ("Отдел продаж", "продажи"),
+    ],
+)
+def test_full_names_resolve(russian: Directory, phrase: str, key: str) -> None:
+    assert russian.resolve(phrase).key == key
+    assert russian.read(phrase.split()) == Reading(russian.resolve(phrase), 2)
+
+
+def test_a_full_name_two_people_share_is_ambiguous() -> None:
+    directory = directory_of(
+        """\
+        operators:
+          - {key: anna1, bitrix_id: 15, name: Anna Smirnova}
+          - {key: anna2, bitrix_id: 17, name: Анна Смирнова}
+        """
+    )
+    error = resolve_error(directory, "Anna Smirnova")
+    assert isinstance(error, AmbiguousName)
+    assert [t.key for t in error.candidates] == ["anna1", "anna2"]
+    with pytest.raises(AmbiguousName):
+        directory.read(["анна", "смирнова", "please"])
+
+
+@pytest.mark.parametrize(
+    ("words", "key", "count"),
+    [
+        (["@anna"], "anna", 1),
+        (["@bob", "please"], "bob", 1),
+        (["Anna", "Smirnova"], "anna", 2),
+        (["Anna", "Smirnova", "please"], "anna", 2),
+        (["Анна", "Смирнова", "пожалуйста"], "anna", 2),
+        (["@anna", "@bob"], "anna", 1),
+        (["anna", "bob"], "anna", 1),
+        (["Anna", "Smirnova", "Bob", "Lee"], "anna", 2),
+        (["Support", "line", "now"], "support", 2),
+        (["anna", *["x"] * 1000], "anna", 1),
+    ],
+)
+def test_read_takes_the_longest_full_name_else_the_first_word(
+    russian: Directory, words: list[str], key: str, count: int
+) -> None:
+    reading = russian.read(words)
+    assert (reading.target.key, reading.words) == (key, count)
+
+
+def test_read_raises_for_the_first_word_when_nothing_fits(russian: Directory) -> None:
+    with pytest.raises(UnknownName) as info:
+        russian.read(["@ana", "please"])
+    assert info.value.token == "@ana"
+    assert spelled(russian, info.value.candidates) == ["@anna"]
+
+
+@pytest.mark.parametrize(
+    ("word", "suggestions"),
+    [
+        ("@ана", ["@anna"]),
+        ("@Ана", ["@anna"]),
+        ("@бобб", ["@bob"]),
+        ("@елкна", ["@елена"]),
+        ("@elkna", ["@елена"]),
+        ("#suport", ["#support"]),
+        ("#саппорт", ["#support"]),  # "sapport"
+        ("@Anna Smirnva", ["@anna"]),
+        ("Анна Смирнва", ["@anna"]),
+    ],
+)
+def test_did_you_mean_works_across_scripts(
+    russian: Directory, word: str, suggestions: list[str]
+) -> None:
+    error = resolve_error(russian, word)
+    assert isinstance(error, UnknownName)
+    assert spelled(russian, error.candidates) == suggestions
+
+
+def test_spellings_list_cyrillic_names_as_written() -> None:
+    directory = directory_of(
+        """\
+        operators:
+          - {key: елена, bitrix_id: 30, name: Елена Ёлкина, aliases: [Ёлкина, lena]}
+        """
+    )
+    [elena] = directory.operators
+    assert directory.spellings(elena) == ["@елена", "@lena", "@ёлкина"]
+    for spelling in directory.spellings(elena):
+        assert directory.resolve(spelling) == elena
 
 
 # ---- a big directory --------------------------------------------------------------------

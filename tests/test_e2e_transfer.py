@@ -137,7 +137,7 @@ async def test_unknown_name_suggests_and_calls_nothing() -> None:
         ("/transfer abc @anna", "«abc» is not a dialog number."),
         (
             "/transfer 2043 <b>x</b>",
-            "«<b>x</b>» is not a name (use @name, #queue, user:15 or queue:3).",
+            "2043 → ?: «<b>x</b>» is not a name (use @name, #queue, user:15 or queue:3).",
         ),
         (
             "/transfer " + " ".join(str(n) for n in range(1, 23)) + " @anna",

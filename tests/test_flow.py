@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from bot.bitrix24.client import Dialog
-from bot.command import DialogKind, DialogRef, TransferCommand
+from bot.command import DialogKind, DialogRef, TransferCommand, UsageError, parse_transfer
 from bot.config import parse_config
 from bot.directory import Directory, UnknownName
-from bot.flow import Step, picker_page, picker_targets, plan_transfer
+from bot.flow import Misread, Plan, Step, picker_page, picker_targets, plan_transfer
 from bot.pending import Action, Expired, NotOffered, Pending, PendingStore, Taken
 from bot.storage import SqliteStorage
 from tests.harness import CONFIG_YAML
@@ -40,14 +40,113 @@ def refs(*numbers: int) -> tuple[DialogRef, ...]:
 def test_plan(
     dialogs: tuple[DialogRef, ...], target: str | None, replied: tuple[DialogRef, ...], step: Step
 ) -> None:
-    plan = plan_transfer(TransferCommand(dialogs, target), replied, DIRECTORY)
+    plan = plan_transfer(TransferCommand(dialogs, (target,) if target else ()), replied, DIRECTORY)
     assert plan.step is step
 
 
 def test_unknown_name_without_suggestions_is_usage_with_the_error() -> None:
-    plan = plan_transfer(TransferCommand(refs(1), "@zzzzzz"), (), DIRECTORY)
+    plan = plan_transfer(TransferCommand(refs(1), ("@zzzzzz",)), (), DIRECTORY)
     assert isinstance(plan.error, UnknownName)
     assert plan.error.candidates == ()
+
+
+# ---- the words after the dialogs ---------------------------------------------------------
+
+
+def plan_of(args: str, replied: tuple[DialogRef, ...] = ()) -> Plan:
+    return plan_transfer(parse_transfer(args), replied, DIRECTORY)
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        ("2043 Anna Smirnova", "Anna Smirnova"),
+        ("2043 anna smirnova", "Anna Smirnova"),
+        ("2043 Анна Смирнова", "Anna Smirnova"),
+        ("2043 Смирнова Анна", "Anna Smirnova"),
+        ("2043 @анна", "Anna Smirnova"),
+        ("2043 @Аня", "Anna Smirnova"),
+        ("№ 3568 Боб", "Bob Lee"),
+        ("2043 Bob Lee", "Bob Lee"),
+        ("2043 #Support line", "Support line"),
+        ("2043 Павел Орлов", "Pavel Orlov"),
+    ],
+)
+def test_a_name_of_one_or_more_words_in_either_script(args: str, name: str) -> None:
+    plan = plan_of(args)
+    assert plan.step is Step.EXECUTE
+    assert plan.target is not None and plan.target.name == name
+
+
+@pytest.mark.parametrize(
+    ("args", "target", "word"),
+    [
+        ("2043 @bob please", "Bob Lee", "please"),
+        ("2043 Anna Smirnova please", "Anna Smirnova", "please"),
+        ("2043 Анна Смирнова пожалуйста", "Anna Smirnova", "пожалуйста"),
+        ("2043 @боб срочно!", "Bob Lee", "срочно!"),
+        ("2043 anna smirnova now please", "Anna Smirnova", "now"),
+    ],
+)
+def test_a_word_after_the_name_is_blamed(args: str, target: str, word: str) -> None:
+    plan = plan_of(args)
+    assert plan.step is Step.USAGE
+    assert isinstance(plan.error, Misread)
+    assert (plan.error.target.name, plan.error.word, plan.error.second) == (target, word, None)
+    assert plan.dialogs == refs(2043)
+
+
+@pytest.mark.parametrize(
+    ("args", "first", "second"),
+    [
+        ("2043 @anna @bob", "Anna Smirnova", "Bob Lee"),
+        ("2043 anna bob", "Anna Smirnova", "Bob Lee"),
+        ("2043 @анна #sup", "Anna Smirnova", "Support line"),
+        ("2043 Anna Smirnova Bob Lee", "Anna Smirnova", "Bob Lee"),
+        ("2043 Анна Смирнова Боб", "Anna Smirnova", "Bob Lee"),
+    ],
+)
+def test_two_targets_are_named_both(args: str, first: str, second: str) -> None:
+    plan = plan_of(args)
+    assert plan.step is Step.USAGE
+    assert isinstance(plan.error, Misread)
+    assert plan.error.target.name == first
+    assert plan.error.second is not None and plan.error.second.name == second
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        ("foo @anna", "foo"),
+        ("2043 foo @anna", "foo"),
+        ("2043 dialog #support", "dialog"),
+        ("-5 @anna", "-5"),
+        ("20.43 @anna", "20.43"),
+        ("20x4 anna", "20x4"),
+        ("2043 диалог @анна", "диалог"),
+    ],
+)
+def test_a_word_before_the_target_that_names_nobody_was_meant_as_a_dialog(
+    args: str, word: str
+) -> None:
+    plan = plan_of(args)
+    assert plan.step is Step.USAGE
+    assert isinstance(plan.error, UsageError)
+    assert (plan.error.reason, plan.error.token) == ("bad_dialog", word)
+
+
+def test_a_misspelt_full_name_gets_did_you_mean() -> None:
+    plan = plan_of("2043 Anan Smirnova")
+    assert plan.step is Step.SUGGEST
+    assert isinstance(plan.error, UnknownName)
+    assert [t.name for t in plan.error.candidates] == ["Anna Smirnova"]
+
+
+def test_a_reply_about_several_dialogs_keeps_the_full_name_for_after_the_choice() -> None:
+    plan = plan_of("Anna Smirnova", replied=refs(2043, 2044))
+    assert (plan.step, plan.target_word) == (Step.CHOOSE, "Anna Smirnova")
+    assert DIRECTORY.resolve(plan.target_word).name == "Anna Smirnova"
+    assert plan_of("Anna Smirnova please", replied=refs(2043, 2044)).step is Step.USAGE
 
 
 def test_picker_hides_the_holder_and_the_queue_a_waiting_dialog_is_in() -> None:

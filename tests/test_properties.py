@@ -49,7 +49,15 @@ _SAMPLE_ENV = {
     "TELEGRAM_BOT_TOKEN": "4242424242:AAE_e2e-test-token-for-the-fake-bot-api",
 }
 
-USAGE_REASONS = {"empty", "no_dialog", "bad_dialog", "bad_link", "bad_target", "too_many"}
+USAGE_REASONS = {
+    "empty",
+    "no_dialog",
+    "bad_dialog",
+    "bad_link",
+    "bad_target",
+    "too_many",
+    "finish_target",
+}
 MAX_NUMBER = 2**31 - 1
 
 # ---- text strategies -------------------------------------------------------------------------
@@ -176,7 +184,7 @@ def test_parse_transfer_returns_a_command_or_raises_usage_error(
     assert len(set(result.dialogs)) == len(result.dialogs)
     for ref in result.dialogs:
         _check_ref(ref)
-    assert result.target is None or (isinstance(result.target, str) and result.target)
+    assert all(isinstance(word, str) and word for word in result.words)
 
 
 @FAST
@@ -326,7 +334,7 @@ def test_valid_commands_parse_back_to_their_dialogs_and_target(
     command: tuple[str, DialogKind, tuple[DialogRef, ...], str | None],
 ) -> None:
     text, bare, dialogs, target = command
-    assert parse_transfer(text, bare) == TransferCommand(dialogs, target)
+    assert parse_transfer(text, bare) == TransferCommand(dialogs, (target,) if target else ())
 
 
 @FAST
@@ -335,7 +343,7 @@ def test_valid_dialog_lists_parse_back_for_finish(
     command: tuple[str, DialogKind, tuple[DialogRef, ...], str | None],
 ) -> None:
     text, bare, dialogs, _ = command
-    assert parse_transfer(text, bare) == TransferCommand(dialogs, None)
+    assert parse_transfer(text, bare) == TransferCommand(dialogs)
     assert parse_finish(text, bare) == dialogs
 
 
@@ -343,7 +351,7 @@ def test_valid_dialog_lists_parse_back_for_finish(
 @given(ref=refs)
 def test_a_dialog_ref_prints_as_it_parses(ref: DialogRef) -> None:
     assert parse_dialog(str(ref)) == ref
-    assert parse_transfer(f"{ref} @anna") == TransferCommand((ref,), "@anna")
+    assert parse_transfer(f"{ref} @anna") == TransferCommand((ref,), ("@anna",))
 
 
 @FAST

@@ -9,9 +9,10 @@ import pytest
 
 from bot.bitrix24.client import Dialog
 from bot.bitrix24.errors import BitrixError
-from bot.command import DialogKind, DialogRef
+from bot.command import DialogKind, DialogRef, UsageError
 from bot.config import parse_config
 from bot.directory import BadTarget, Directory, Kind, Target
+from bot.flow import Misread
 from bot.handoff import Outcome, Status
 from bot.messages import Messages
 from bot.replies import MAX_NAME, Replies, split_message
@@ -294,3 +295,30 @@ def test_one_dialog_to_confirm_is_not_one_dialogs() -> None:
     assert REPLIES.confirm(refs, looks, ANNA, "ru").splitlines()[0] == (
         "Передать этот диалог оператору Anna Smirnova?"
     )
+
+
+# ---- commands that do not parse -----------------------------------------------------------
+
+
+def test_a_misread_shows_the_dialogs_understood_a_few_at_a_time() -> None:
+    refs = tuple(DialogRef(DialogKind.CHAT, n) for n in (2043, 2044, 2045, 2046))
+    session = (DialogRef(DialogKind.SESSION, 3567),)
+    assert Replies.dialog_list(refs[:2] + session) == "2043, 2044, s3567"
+    assert Replies.dialog_list(refs) == "2043, 2044, 2045 …"
+    lines = REPLIES.misread(refs, Misread(ANNA, "<b>please</b>"), "en").splitlines()
+    assert lines[0] == (
+        "2043, 2044, 2045 … → Anna Smirnova: I don't understand «&lt;b&gt;please&lt;/b&gt;»."
+    )
+    assert lines[2] == "Example: <code>/transfer 2043 @anna</code>"
+
+
+def test_finish_and_transfer_each_show_their_own_usage() -> None:
+    error = UsageError("bad_dialog", "abc")
+    assert REPLIES.usage("en", error, "finish").splitlines()[1:] == [
+        "Usage: <code>/finish &lt;dialog&gt; [&lt;dialog&gt; …]</code>",
+        "Example: <code>/finish 2043</code>",
+    ]
+    assert REPLIES.usage("ru", error).splitlines()[1:] == [
+        "Формат: <code>/transfer &lt;диалог&gt; &lt;кому&gt;</code>",
+        "Пример: <code>/transfer 2043 @anna</code>",
+    ]
