@@ -229,7 +229,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "admin.default": ("the bot's admin", "администратору бота"),
     "usage": (
         "Usage: <code>/transfer &lt;dialog&gt; &lt;who&gt;</code>\nExample: <code>{example}</code>",
-        "Формат: <code>/transfer &lt;диалог&gt; &lt;кому&gt;</code>\nПример: <code>{example}</code>",
+        "Формат: <code>/transfer &lt;диалог&gt; &lt;кому&gt;</code>\n"
+        "Пример: <code>{example}</code>",
     ),
     "usage.empty": (
         "Which dialog, and to whom?",
