@@ -1,5 +1,5 @@
-"""Before the bot serves: a storage folder that exists and may be written, a token Telegram accepts, and (for long
-polling) no webhook left over from webhook mode.
+"""Before the bot serves: a storage folder that exists and may be written, a token Telegram
+accepts, and (for long polling) no webhook left over from webhook mode.
 
 Telegram being unreachable at start-up (no network yet, DNS failing, Telegram down) is waited
 out with a back-off and one log line per attempt, until it answers or the process is told to
