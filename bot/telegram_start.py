@@ -1,5 +1,5 @@
-"""Before the bot serves: a storage folder that exists, a token Telegram accepts, and (for long
-polling) no webhook left over from webhook mode.
+"""Before the bot serves: a storage folder that exists and may be written, a token Telegram
+accepts, and (for long polling) no webhook left over from webhook mode.
 
 Telegram being unreachable at start-up (no network yet, DNS failing, Telegram down) is waited
 out with a back-off and one log line per attempt, until it answers or the process is told to
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
@@ -41,6 +42,8 @@ BACKOFF = BackoffConfig(min_delay=1.0, max_delay=60.0, factor=2.0, jitter=0.1)
 # a network that drops packets would otherwise hold one attempt for aiogram's 60 s default
 REQUEST_TIMEOUT_S = 10
 _REASON_MAX = 200
+# where deploy/handoff-bot.service lets the bot write (StateDirectory=handoff-bot)
+SERVICE_STORAGE = "/var/lib/handoff-bot/handoff.sqlite3"
 
 
 class Readiness(enum.Enum):
@@ -58,7 +61,8 @@ class TokenRefused(Exception):
 
 
 def storage_problem(settings: StorageSettings) -> str | None:
-    """One line if the SQLite file cannot be created because its folder is missing, else None.
+    """One line if the SQLite file cannot be created or written (a missing or read-only
+    folder), else None.
 
     SQLite would only find out on the first command (``unable to open database file``), after
     Telegram and the portal were contacted; a typo in the path is better reported at once."""
@@ -69,6 +73,15 @@ def storage_problem(settings: StorageSettings) -> str | None:
         return f"storage.path {settings.path}: the folder {folder} does not exist; create it"
     if not folder.is_dir():
         return f"storage.path {settings.path}: {folder} is not a folder"
+    # SQLite writes the file and its -wal and -shm next to it. A service under
+    # ProtectSystem=strict sees /etc read-only: a database left next to config.yaml there
+    # would fail only at the first command, after every restart.
+    for place in (folder, Path(settings.path)):
+        if place.exists() and not os.access(place, os.W_OK):
+            return (
+                f"storage.path {settings.path}: the bot may not write to {place} "
+                f"(read-only, or another user's); as a service, use {SERVICE_STORAGE}"
+            )
     return None
 
 
