@@ -22,6 +22,7 @@ from bot.config import (
 )
 from bot.directory import Directory
 from bot.logs import setup_logging
+from bot.schema import SchemaTooNew
 from bot.storage import open_storage, to_csv
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -228,6 +229,9 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(run_polling(config, config_path(args.config)))
     except KeyboardInterrupt:  # Ctrl+C in a moment when no signal handler of ours is set
         return EXIT_OK
+    except SchemaTooNew as err:  # a database of a newer release: one line, never a traceback
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
