@@ -121,7 +121,8 @@ def migrate_sqlite(
         if found < len(steps):
             db.execute(f"PRAGMA user_version = {len(steps):d}")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:  # SQLite ends it itself after some errors (a full disk)
+            db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
     return found

@@ -224,6 +224,14 @@ async def test_a_database_of_a_newer_release_is_refused_and_left_alone(tmp_path:
     assert storage_problem(StorageSettings(path=str(path))) == line
 
 
+def test_a_file_that_is_not_a_database_is_named_before_the_start(tmp_path: Path) -> None:
+    path = tmp_path / "handoff.sqlite3"
+    path.write_text("operators:\n  - anna\n" * 200)  # a config copied to the wrong name
+    assert storage_problem(StorageSettings(path=str(path))) == (
+        f"storage.path {path}: file is not a database"
+    )
+
+
 async def test_the_bot_refuses_to_start_on_a_newer_database(tmp_path: Path) -> None:
     path = tmp_path / "handoff.sqlite3"
     with sqlite3.connect(path) as db:
