@@ -2,6 +2,7 @@
 
 SQLite in WAL mode, one file next to the config by default. Every call runs on one worker
 thread (SQLite connections belong to a thread), so the event loop never waits on the disk.
+The tables, and how an older database is brought up to date, are in :mod:`bot.schema`.
 """
 
 from __future__ import annotations

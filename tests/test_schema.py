@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -70,11 +69,10 @@ OLD_ENTRY = AuditEntry(
 
 
 @pytest.fixture
-def written_day(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def written_day(monkeypatch: pytest.MonkeyPatch) -> None:
     """The clock of the day the fixture was written: opening forgets marks, buttons and notes
     older than a week, and the fixture's must still be there, whenever the test runs."""
     monkeypatch.setattr(bot.storage, "utc_now", lambda: WRITTEN + timedelta(hours=1))
-    yield
 
 
 def pre_inbox_database(path: Path) -> None:
