@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bot.backup import backup_command
 from bot.config import (
     ENV_WEBHOOK,
     ENV_WEBHOOK_SECRET,
@@ -22,6 +23,7 @@ from bot.config import (
 )
 from bot.directory import Directory
 from bot.logs import setup_logging
+from bot.schema import SchemaTooNew
 from bot.storage import open_storage, to_csv
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -42,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics", help="polling mode: serve GET /metrics on HOST:PORT (127.0.0.1:9108)"
     )
-    sub = parser.add_subparsers(dest="command", metavar="{run,demo,check,audit,directory}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,demo,check,audit,directory,backup}")
     sub.add_parser("run", help="run the bot with long polling (the default)")
     sub.add_parser("demo", help="try the bot in a console sandbox: no Telegram, no portal")
     check_command = sub.add_parser("check", help="validate the config and print the directory")
@@ -56,7 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--csv", action="store_true", help="CSV with a header line (the default)")
     directory = sub.add_parser("directory", help="the directory: `directory sync` from the portal")
     directory.add_argument("action", choices=["sync"])
-    for name in ("run", "demo", "check", "audit", "directory"):
+    backup = sub.add_parser("backup", help="copy the SQLite database to FILE, while the bot runs")
+    backup.add_argument("file", metavar="FILE", help="where to write the copy")
+    backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    for name in ("run", "demo", "check", "audit", "directory", "backup"):
         sub.choices[name].add_argument("--config", default=argparse.SUPPRESS, help="config file")
     return parser
 
@@ -229,6 +234,9 @@ def run(args: argparse.Namespace) -> int:
             asyncio.run(run_polling(config, config_path(args.config), metrics_listen))
     except KeyboardInterrupt:  # Ctrl+C in a moment when no signal handler of ours is set
         return EXIT_OK
+    except SchemaTooNew as err:  # a database of a newer release: one line, never a traceback
+        print(err, file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -249,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return directory_sync(args.config)
     if args.command == "audit":
         return audit(args.config, args.since)
+    if args.command == "backup":
+        return backup_command(args.config, args.file, force=args.force)
     if args.command == "demo":
         return demo(args.config, args.log_level)
     return run(args)

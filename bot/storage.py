@@ -2,6 +2,7 @@
 
 SQLite in WAL mode, one file next to the config by default. Every call runs on one worker
 thread (SQLite connections belong to a thread), so the event loop never waits on the disk.
+The tables, and how an older database is brought up to date, are in :mod:`bot.schema`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from enum import StrEnum
 from typing import Protocol, TypeVar
 
 from bot.config import StorageSettings
+from bot.schema import migrate_sqlite
 
 T = TypeVar("T")
 
@@ -32,47 +34,6 @@ CSV_HEADER = (
     "latency_ms",
     "update_id",
 )
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY,
-    time TEXT NOT NULL,          -- ISO 8601, UTC
-    user_id INTEGER NOT NULL,
-    chat_id INTEGER NOT NULL,
-    action TEXT NOT NULL,        -- transfer | finish
-    dialog TEXT NOT NULL,        -- the Bitrix24 CHAT_ID (or the number as typed if unknown)
-    target TEXT NOT NULL,        -- user:15 | queue:3 | - (finish)
-    outcome TEXT NOT NULL,       -- ok | already | duplicate | an error code | DUPLICATE_UPDATE
-    latency_ms INTEGER NOT NULL,
-    update_id INTEGER
-);
-CREATE INDEX IF NOT EXISTS audit_dialog ON audit (dialog, id);
-CREATE INDEX IF NOT EXISTS audit_target ON audit (target, id);
-CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
-CREATE TABLE IF NOT EXISTS pending (
-    key TEXT PRIMARY KEY,        -- <chat_id>:<message_id> of the message with the buttons
-    data TEXT NOT NULL,          -- what the buttons stand for, as JSON
-    created REAL NOT NULL,       -- Unix time
-    claimed INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS about (
-    key TEXT PRIMARY KEY,        -- <chat_id>:<message_id> of a message of the bot
-    dialogs TEXT NOT NULL,       -- the dialogs it is about, as JSON
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS marks (
-    key TEXT PRIMARY KEY,        -- u:<bot_id>:<update_id>
-    taken_at TEXT NOT NULL,
-    boot TEXT NOT NULL,          -- which run of the bot holds it
-    done INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS marks_open ON marks (taken_at) WHERE done = 0;
-"""
-# the inbox columns, added to databases written before the inbox existed
-_INBOX_COLUMNS = {
-    "payload": "TEXT",  # the update as Telegram sent it (JSON), to finish it after a crash
-    "sent": "INTEGER NOT NULL DEFAULT 0",  # 1 once a write to Bitrix24 may have gone out
-}
 
 
 def utc_now() -> datetime:
@@ -126,7 +87,8 @@ class Storage(Protocol):
     """Whether several running bots use it at once (then one may die while others go on)."""
 
     async def open(self) -> None:
-        """Connect; create the tables if needed; forget marks older than a week."""
+        """Connect; bring the tables up to the current schema version (raises
+        :class:`bot.schema.SchemaTooNew` for a newer one); forget marks older than a week."""
 
     async def close(self) -> None:
         """Disconnect."""
@@ -200,22 +162,27 @@ class SqliteStorage:
 
     def _with(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            have = {row[1] for row in self._db.execute("PRAGMA table_info(marks)")}
-            for column, kind in _INBOX_COLUMNS.items():
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE marks ADD COLUMN {column} {kind}")
-            cutoff = utc_now() - MARKS_KEPT
-            self._db.execute("DELETE FROM marks WHERE taken_at < ?", (cutoff.isoformat(),))
-            self._db.execute("DELETE FROM pending WHERE created < ?", (cutoff.timestamp(),))
-            self._db.execute("DELETE FROM about WHERE created < ?", (cutoff.timestamp(),))
+            self._db = self._connect()
         return work(self._db)
 
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            migrate_sqlite(db, f"storage.path {self.path}")
+            cutoff = utc_now() - MARKS_KEPT
+            db.execute("DELETE FROM marks WHERE taken_at < ?", (cutoff.isoformat(),))
+            db.execute("DELETE FROM pending WHERE created < ?", (cutoff.timestamp(),))
+            db.execute("DELETE FROM about WHERE created < ?", (cutoff.timestamp(),))
+        except BaseException:
+            db.close()  # a database refused (or a step that failed) is not used
+            raise
+        return db
+
     async def open(self) -> None:
-        """Create the file and tables if needed, forget marks older than a week."""
+        """Create the file if needed, bring its tables up to the current schema version,
+        forget marks older than a week."""
         await self._run(lambda db: None)
 
     async def close(self) -> None:

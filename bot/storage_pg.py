@@ -14,49 +14,8 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
+from bot.schema import migrate_postgres
 from bot.storage import MARKS_KEPT, AuditEntry, Mark, utc_now
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    id BIGSERIAL PRIMARY KEY,
-    time TIMESTAMPTZ NOT NULL,
-    user_id BIGINT NOT NULL,
-    chat_id BIGINT NOT NULL,
-    action TEXT NOT NULL,
-    dialog TEXT NOT NULL,
-    target TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    latency_ms INTEGER NOT NULL,
-    update_id BIGINT
-);
-CREATE INDEX IF NOT EXISTS audit_dialog ON audit (dialog, id);
-CREATE INDEX IF NOT EXISTS audit_target ON audit (target, id);
-CREATE INDEX IF NOT EXISTS audit_time ON audit (time);
-CREATE TABLE IF NOT EXISTS pending (
-    key TEXT PRIMARY KEY,
-    data TEXT NOT NULL,
-    created DOUBLE PRECISION NOT NULL,
-    claimed BOOLEAN NOT NULL DEFAULT FALSE
-);
-CREATE TABLE IF NOT EXISTS about (
-    key TEXT PRIMARY KEY,
-    dialogs TEXT NOT NULL,
-    created DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS boots (
-    boot TEXT PRIMARY KEY,
-    seen TIMESTAMPTZ NOT NULL    -- a heartbeat: a run not seen for a while has died
-);
-CREATE TABLE IF NOT EXISTS marks (
-    key TEXT PRIMARY KEY,
-    taken_at TIMESTAMPTZ NOT NULL,
-    boot TEXT NOT NULL,
-    done BOOLEAN NOT NULL DEFAULT FALSE
-);
-ALTER TABLE marks ADD COLUMN IF NOT EXISTS payload TEXT;
-ALTER TABLE marks ADD COLUMN IF NOT EXISTS sent BOOLEAN NOT NULL DEFAULT FALSE;
-CREATE INDEX IF NOT EXISTS marks_open ON marks (taken_at) WHERE NOT done;
-"""
 
 log = logging.getLogger(__name__)
 
@@ -82,21 +41,26 @@ class PostgresStorage:
         return "PostgresStorage(***)"  # the URL holds a password
 
     async def open(self) -> None:
-        """Connect, create the tables if needed, forget marks older than a week."""
+        """Connect, bring the tables up to the current schema version, forget marks older
+        than a week."""
         self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=4)
-        async with self._pool.acquire() as db:
-            await db.execute("SELECT pg_advisory_lock(4242)")  # one schema change at a time
-            try:
-                await db.execute(_SCHEMA)
-            finally:
-                await db.execute("SELECT pg_advisory_unlock(4242)")
+        try:
+            await self._prepare()
+        except BaseException:
+            await self._pool.close()  # a database refused is not used
+            self._pool = None
+            raise
+        await self._beat()
+        self._heartbeat = asyncio.create_task(self._beating(), name="storage-heartbeat")
+
+    async def _prepare(self) -> None:
+        async with self._db().acquire() as db:
+            await migrate_postgres(db, "storage.url")
             await db.execute("DELETE FROM marks WHERE taken_at < $1", utc_now() - MARKS_KEPT)
             await db.execute("DELETE FROM boots WHERE seen < $1", utc_now() - MARKS_KEPT)
             old = (utc_now() - MARKS_KEPT).timestamp()
             await db.execute("DELETE FROM pending WHERE created < $1", old)
             await db.execute("DELETE FROM about WHERE created < $1", old)
-        await self._beat()
-        self._heartbeat = asyncio.create_task(self._beating(), name="storage-heartbeat")
 
     async def _beat(self) -> None:
         await self._db().execute(

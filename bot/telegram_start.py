@@ -1,5 +1,6 @@
-"""Before the bot serves: a storage folder that exists and may be written, a token Telegram
-accepts, and (for long polling) no webhook left over from webhook mode.
+"""Before the bot serves: a storage folder that exists and may be written (and no database of a
+newer release), a token Telegram accepts, and (for long polling) no webhook left over from
+webhook mode.
 
 Telegram being unreachable at start-up (no network yet, DNS failing, Telegram down) is waited
 out with a back-off and one log line per attempt, until it answers or the process is told to
@@ -9,10 +10,12 @@ stop; a token Telegram refuses ends the start-up with one line naming the variab
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import os
 import signal
+import sqlite3
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +34,7 @@ from aiogram.types import User
 from aiogram.utils.backoff import Backoff, BackoffConfig
 
 from bot.config import ENV_API_URL, ENV_TOKEN, Config, StorageSettings
+from bot.schema import SCHEMA_VERSION, SchemaTooNew, sqlite_version
 
 log = logging.getLogger(__name__)
 
@@ -62,26 +66,37 @@ class TokenRefused(Exception):
 
 def storage_problem(settings: StorageSettings) -> str | None:
     """One line if the SQLite file cannot be created or written (a missing or read-only
-    folder), else None.
+    folder), is not a database, or was written by a newer release (its schema version), else
+    None.
 
-    SQLite would only find out on the first command (``unable to open database file``), after
-    Telegram and the portal were contacted; a typo in the path is better reported at once."""
+    SQLite would only find out when the bot opens it, after Telegram and the portal were
+    contacted; a typo in the path, or a downgrade without the backup, is better reported at
+    once."""
     if settings.url is not None or settings.path == ":memory:":
         return None  # PostgreSQL, or nothing on disk
+    where = f"storage.path {settings.path}"
     folder = Path(settings.path).parent
     if not folder.exists():
-        return f"storage.path {settings.path}: the folder {folder} does not exist; create it"
+        return f"{where}: the folder {folder} does not exist; create it"
     if not folder.is_dir():
-        return f"storage.path {settings.path}: {folder} is not a folder"
+        return f"{where}: {folder} is not a folder"
     # SQLite writes the file and its -wal and -shm next to it. A service under
     # ProtectSystem=strict sees /etc read-only: a database left next to config.yaml there
     # would fail only at the first command, after every restart.
     for place in (folder, Path(settings.path)):
         if place.exists() and not os.access(place, os.W_OK):
             return (
-                f"storage.path {settings.path}: the bot may not write to {place} "
+                f"{where}: the bot may not write to {place} "
                 f"(read-only, or another user's); as a service, use {SERVICE_STORAGE}"
             )
+    if Path(settings.path).is_file():
+        try:
+            with contextlib.closing(sqlite3.connect(settings.path)) as db:
+                found = sqlite_version(db)
+        except sqlite3.Error as err:
+            return f"{where}: {err}"
+        if found > SCHEMA_VERSION:
+            return str(SchemaTooNew(where, found, SCHEMA_VERSION))
     return None
 
 

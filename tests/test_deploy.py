@@ -255,6 +255,9 @@ _CALL = re.compile(r"^\d+ +([a-z0-9_]+)\((.*)$")
 _PATH_ARG = re.compile(r'^(?:AT_FDCWD, )?"([^"]*)"')
 _WRITES = ("O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC")
 _OWN_PROC = re.compile(r"^/proc/(self|thread-self|\d+)(/|$)")  # what ProcSubset=pid leaves
+# read and not needed: prometheus_client looks for the boot time when imported, and goes on
+# without it when the unit hides the file
+_PROBED = frozenset({"/proc/stat"})
 # what PrivateDevices=yes leaves
 _DEVICES = re.compile(r"^/dev/(null|zero|full|random|urandom|tty|ptmx|pts/.*|shm/.*)$")
 
@@ -285,6 +288,8 @@ def sandbox_breaches(trace: str, state: Path) -> list[str]:
         if path is None:
             continue
         if path.parts[1:2] == ("proc",) and not _OWN_PROC.match(str(path)):
+            if str(path) in _PROBED:
+                continue
             breaches.append(f"ProcSubset=pid: {line}")
         if path.parts[1:2] == ("dev",) and not _DEVICES.match(str(path)) and "ENOENT" not in args:
             breaches.append(f"PrivateDevices: {line}")
