@@ -96,13 +96,18 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "The real bot against a Bot API server and a Bitrix24 portal simulator on 127.0.0.1. "
         "Type commands; a number presses that button; ^ replies; Ctrl-D or Ctrl-C quits.",
     )
-    _options(demo_command, ["--log-level"], top=False)
     demo_command.add_argument(
         "--config",
         metavar="PATH",
         default=argparse.SUPPRESS,
         help="config file (default: $BOT_CONFIG, else ./config.yaml if there is one, "
         "else the sample that ships with the bot)",
+    )
+    demo_command.add_argument(
+        "--log-level",
+        choices=_OPTIONS["--log-level"]["choices"],
+        default=argparse.SUPPRESS,
+        help="how much the bot logs under the chat (default: warnings only)",
     )
     demo_command.add_argument(
         "--lang",

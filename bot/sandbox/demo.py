@@ -361,7 +361,7 @@ async def _talk(console: Console, app: App, telegram: FakeTelegram, language: st
     """Read lines, hand them to the bot, print what it did; until end of input."""
     interactive = sys.stdin.isatty()
     if interactive:
-        print("Type commands; a number presses that button; ^ replies; Ctrl-D quits.")
+        print("Type commands; a number presses that button; ^ replies; Ctrl-D or Ctrl-C quits.")
     settle_s = app.config.bitrix24.deadline_s * 2 + 5
     lines = TypedLines(sys.stdin)
     try:
