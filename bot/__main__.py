@@ -1,5 +1,5 @@
-"""Command line: ``python -m bot`` (run), ``python -m bot demo``, ``python -m bot check``
-(``--online``: ask the portal too)."""
+"""Command line of ``handoff-bot`` (or ``python -m bot``): ``run`` (the default), ``demo``,
+``check`` (``--online``: ask the portal too), ``audit``, ``directory sync``."""
 
 from __future__ import annotations
 
