@@ -1,15 +1,17 @@
-"""Command line: ``python -m bot`` (run), ``python -m bot demo``, ``python -m bot check``
-(``--online``: ask the portal too)."""
+"""Command line of ``handoff-bot`` (or ``python -m bot``): ``run`` (the default), ``demo``,
+``check`` (``--online``: ask the portal too), ``audit``, ``directory sync``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bot.backup import backup_command
 from bot.config import (
@@ -18,51 +20,160 @@ from bot.config import (
     Config,
     ConfigError,
     config_path,
+    config_warnings,
     load_config,
     parse_listen,
+    read_config_text,
 )
 from bot.directory import Directory
 from bot.logs import setup_logging
 from bot.schema import SchemaTooNew
-from bot.storage import open_storage, to_csv
+from bot.storage import NoAuditTrail, export_audit, to_csv
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it
 
 
-def _parser() -> argparse.ArgumentParser:
+# The options of the bot as a whole. They go before the subcommand or after it (`check
+# --config x.yaml`); after it, each subcommand takes those that mean something to it.
+_OPTIONS: dict[str, dict[str, Any]] = {
+    "--config": {
+        "metavar": "PATH",
+        "help": "config file (default: $BOT_CONFIG, else ./config.yaml)",
+    },
+    "--log-level": {
+        "choices": ["DEBUG", "INFO", "WARNING"],
+        "help": "how much to log (default: INFO)",
+    },
+    "--log-format": {
+        "choices": ["text", "json"],
+        "help": "log lines as text or as JSON (default: text)",
+    },
+    "--webhook-url": {
+        "metavar": "URL",
+        "help": "webhook mode: the https:// URL Telegram posts updates to",
+    },
+    "--listen": {
+        "metavar": "HOST:PORT",
+        "help": "webhook mode: where to listen (default: 0.0.0.0:8080)",
+    },
+    "--metrics": {
+        "metavar": "HOST:PORT",
+        "help": "polling mode: serve GET /metrics there, such as 127.0.0.1:9108 (default: off)",
+    },
+}
+_DEFAULTS: dict[str, Any] = {"--log-level": "INFO", "--log-format": "text"}
+
+
+def program_name(argv0: str) -> str:
+    """How the user started us, for help and usage lines: ``handoff-bot`` or ``python -m bot``."""
+    name = Path(argv0).name
+    return "python -m bot" if name in ("__main__.py", "") else name
+
+
+def _options(parser: argparse.ArgumentParser, names: Sequence[str], *, top: bool) -> None:
+    """Add global options; a subcommand's copy leaves the value given before it alone."""
+    for name in names:
+        default = _DEFAULTS.get(name) if top else argparse.SUPPRESS
+        parser.add_argument(name, default=default, **_OPTIONS[name])
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m bot",
-        description="Telegram bot that moves Bitrix24 open-line dialogs between operators.",
+        prog=prog,
+        description="Telegram bot that moves Bitrix24 open-line dialogs between operators. "
+        "Without a subcommand it runs the bot.",
     )
-    parser.add_argument("--config", help="config file (default: $BOT_CONFIG or ./config.yaml)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-    parser.add_argument("--log-format", default="text", choices=["text", "json"])
-    parser.add_argument(
-        "--webhook-url", help="webhook mode: the https:// URL Telegram posts updates to"
-    )
-    parser.add_argument("--listen", help="webhook mode: HOST:PORT to listen on (0.0.0.0:8080)")
-    parser.add_argument(
-        "--metrics", help="polling mode: serve GET /metrics on HOST:PORT (127.0.0.1:9108)"
-    )
+    _options(parser, list(_OPTIONS), top=True)
     sub = parser.add_subparsers(dest="command", metavar="{run,demo,check,audit,directory,backup}")
-    sub.add_parser("run", help="run the bot with long polling (the default)")
-    sub.add_parser("demo", help="try the bot in a console sandbox: no Telegram, no portal")
-    check_command = sub.add_parser("check", help="validate the config and print the directory")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description)
+
+    run_command = command(
+        "run",
+        "run the bot (the default)",
+        "Run the bot: long polling, or webhook mode with --webhook-url. SIGINT/SIGTERM stop it "
+        "gracefully.",
+    )
+    _options(run_command, list(_OPTIONS), top=False)
+
+    demo_command = command(
+        "demo",
+        "try the bot in a console sandbox: no Telegram, no portal",
+        "The real bot against a Bot API server and a Bitrix24 portal simulator on 127.0.0.1. "
+        "Type commands; a number presses that button; ^ replies; Ctrl-D or Ctrl-C quits.",
+    )
+    demo_command.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $BOT_CONFIG, else ./config.yaml if there is one, "
+        "else the sample that ships with the bot)",
+    )
+    demo_command.add_argument(
+        "--log-level",
+        choices=_OPTIONS["--log-level"]["choices"],
+        default=argparse.SUPPRESS,
+        help="how much the bot logs under the chat (default: warnings only)",
+    )
+    demo_command.add_argument(
+        "--lang",
+        choices=["en", "ru"],
+        help="your Telegram language in the sandbox (default: from $LC_ALL or $LANG)",
+    )
+
+    check_command = command(
+        "check",
+        "validate the config and print the directory",
+        "Validate the config file: print the directory as the bot understands it (exit 0) "
+        "or every problem, one line each (exit 1).",
+    )
+    _options(check_command, ["--config"], top=False)
     check_command.add_argument(
         "--online",
         action="store_true",
         help="then ask the portal: its address, the webhook code, the webhook's user, scopes",
     )
-    audit = sub.add_parser("audit", help="export the audit trail")
-    audit.add_argument("--since", default="1970-01-01", help="a date or time (ISO 8601, UTC)")
-    audit.add_argument("--csv", action="store_true", help="CSV with a header line (the default)")
-    directory = sub.add_parser("directory", help="the directory: `directory sync` from the portal")
-    directory.add_argument("action", choices=["sync"])
-    backup = sub.add_parser("backup", help="copy the SQLite database to FILE, while the bot runs")
+
+    audit_command = command(
+        "audit",
+        "export the audit trail",
+        "Print the audit trail as CSV: time, user_id, chat_id, dialog, target, action, "
+        "outcome, latency_ms, update_id. Reads the database only; never creates one.",
+    )
+    _options(audit_command, ["--config"], top=False)
+    audit_command.add_argument(
+        "--since", default="1970-01-01", help="a date or time (ISO 8601, UTC)"
+    )
+    audit_command.add_argument(
+        "--csv", action="store_true", help="CSV with a header line (the default)"
+    )
+
+    directory = command(
+        "directory",
+        "the directory: `directory sync` from the portal",
+        "Work with the directory of operators and queues.",
+    )
+    _options(directory, ["--config"], top=False)
+    directory_sub = directory.add_subparsers(dest="action", metavar="{sync}", required=True)
+    sync_command = directory_sub.add_parser(
+        "sync",
+        help="write directory.generated.yaml from the portal",
+        description="Read the portal's active employees and open lines and write "
+        "directory.generated.yaml next to the config, showing what changed.",
+    )
+    _options(sync_command, ["--config"], top=False)
+
+    backup = command(
+        "backup",
+        "copy the SQLite database to FILE, while the bot runs",
+        "Write a consistent copy of the bot's SQLite database to FILE (SQLite's online "
+        "backup: the bot may go on running). PostgreSQL: use pg_dump.",
+    )
+    _options(backup, ["--config"], top=False)
     backup.add_argument("file", metavar="FILE", help="where to write the copy")
     backup.add_argument("--force", action="store_true", help="replace FILE if it exists")
-    for name in ("run", "demo", "check", "audit", "directory", "backup"):
-        sub.choices[name].add_argument("--config", default=argparse.SUPPRESS, help="config file")
     return parser
 
 
@@ -76,7 +187,8 @@ def _load(path_arg: str | None) -> Config | None:
 
 
 def check(path_arg: str | None, *, online: bool = False) -> int:
-    """Validate a config file; print the directory (exit 0) or every problem (exit 1).
+    """Validate a config file; print the directory and any warnings (exit 0) or every
+    problem (exit 1).
 
     ``online``: then ask the portal too, one line per finding (exit 1 if one stops the bot)."""
     config = _load(path_arg)
@@ -98,6 +210,8 @@ def check(path_arg: str | None, *, online: bool = False) -> int:
     print(f"bitrix24: {config.bitrix24.masked_webhook()}")
     for line in config.missing_secrets():
         print(f"note: {line} (needed to run)")
+    for line in config_warnings(config, read_config_text(config_path(path_arg))):
+        print(f"warning: {line}")
     return check_online(config, config_path(path_arg)) if online else EXIT_OK
 
 
@@ -121,7 +235,8 @@ def check_online(config: Config, path: Path) -> int:
 
 
 def audit(path_arg: str | None, since: str) -> int:
-    """Print the audit trail from ``since`` on as CSV."""
+    """Print the audit trail from ``since`` on as CSV; exit 1 when there is no database (it is
+    never created here)."""
     try:
         start = datetime.fromisoformat(since)
     except ValueError:
@@ -136,14 +251,12 @@ def audit(path_arg: str | None, since: str) -> int:
     if start.tzinfo is None:
         start = start.replace(tzinfo=UTC)
 
-    async def export() -> str:
-        storage = open_storage(config.storage, boot="audit")
-        try:
-            return to_csv(await storage.since(start))
-        finally:
-            await storage.close()
-
-    sys.stdout.write(asyncio.run(export()))
+    try:
+        entries = asyncio.run(export_audit(config.storage, start))
+    except NoAuditTrail as err:
+        print(err, file=sys.stderr)
+        return EXIT_PROBLEMS
+    sys.stdout.write(to_csv(entries))
     return EXIT_OK
 
 
@@ -217,6 +330,10 @@ def run(args: argparse.Namespace) -> int:
         if s is not None
     ]
     setup_logging(args.log_level, secrets, json_lines=args.log_format == "json")
+    if hasattr(signal, "SIGHUP"):
+        # `systemctl reload` while the bot still waits for Telegram: SIGHUP's default would end
+        # it; the bot's own handler (a reload) takes over once it serves
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         # waits out a network that is not up yet; a refused token is one line, exit 2
         readiness = asyncio.run(check_telegram(config, polling=not url))
@@ -240,17 +357,29 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def demo(path_arg: str | None, log_level: str) -> int:
+def demo(path_arg: str | None, log_level: str, language: str | None) -> int:
     """The console sandbox: the real bot against an embedded portal and Bot API."""
-    from bot.sandbox.demo import run_demo
+    from bot.sandbox import STOPPED
 
-    path = config_path(path_arg)
-    return asyncio.run(run_demo(path, log_level))
+    try:
+        from bot.sandbox.demo import demo_config_path, run_demo
+
+        return asyncio.run(run_demo(demo_config_path(path_arg), log_level, language))
+    except KeyboardInterrupt:  # Ctrl-C while the sandbox's own handler is not set yet
+        print(STOPPED, file=sys.stderr)
+        return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m bot`` and the ``handoff-bot`` script."""
-    args = _parser().parse_args(argv)
+    args = _parser(program_name(sys.argv[0])).parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:  # Ctrl-C during a check, an export or a sync: no traceback
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "check":
         return check(args.config, online=args.online)
     if args.command == "directory":
@@ -260,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "backup":
         return backup_command(args.config, args.file, force=args.force)
     if args.command == "demo":
-        return demo(args.config, args.log_level)
+        return demo(args.config, args.log_level, args.lang)
     return run(args)
 
 

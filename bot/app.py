@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +99,7 @@ class App:
     poster: BotPoster
     path: Path | None = None  # the config file, for reloads
     env: Mapping[str, str] | None = None  # what ${VAR} reads on reload (None: the process's)
+    prepare: Callable[[Config], Config] | None = None  # the sandbox: a reread config's servers
     _reloads: set[asyncio.Task[None]] = field(default_factory=set)
     portal_check: asyncio.Task[None] | None = None  # the start-up check, running in background
 
@@ -135,6 +136,8 @@ class App:
         except ConfigError:
             self.metrics.config_reloads.labels("failed").inc()
             raise
+        if self.prepare is not None:
+            new = self.prepare(new)
         changes = describe_changes(self.services.config, new)
         self.metrics.config_reloads.labels("changed" if changes else "unchanged").inc()
         self.services = self.services.reloaded(swappable(self.config, new), self.poster)
@@ -162,17 +165,19 @@ def build_app(
     env: Mapping[str, str] | None = None,
     *,
     check_portal: bool = False,
+    prepare: Callable[[Config], Config] | None = None,
 ) -> App:
     """The dispatcher with its routers, middlewares and workflow data.
 
-    ``check_portal``: on start-up, check the portal in the background and log what it found."""
+    ``check_portal``: on start-up, check the portal in the background and log what it found.
+    ``prepare``: applied to the config each reload reads (the sandbox's own servers)."""
     client = client or BitrixClient(config.bitrix24)
     poster = BotPoster()
     services = Services.build(config, Handoff(client), poster)
     messages = services.replies.messages
     dispatcher = Dispatcher()
     inbox = Inbox(dispatcher, services.storage)  # the storage outlives reloads
-    app = App(config, dispatcher, client, inbox, services, poster, path, env)
+    app = App(config, dispatcher, client, inbox, services, poster, path, env, prepare)
     app.metrics.watch(lambda: inbox.backlog, lambda: client.health.report().status != "ok")
     dispatcher["reload"] = app.reload
     dispatcher.update.outer_middleware(CurrentServices(lambda: app.services))

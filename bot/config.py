@@ -847,3 +847,54 @@ def config_path(cli_value: str | None, env: Mapping[str, str] | None = None) -> 
     """``--config`` wins, then ``BOT_CONFIG``, then ``./config.yaml``."""
     environ = os.environ if env is None else env
     return Path(cli_value or environ.get(ENV_CONFIG) or "config.yaml")
+
+
+_WRITTEN_CODE = re.compile(r"/rest/\d+/[^/?#\s]+")
+
+
+def _written(data: Any, path: KeyPath) -> str:
+    """The value at ``path`` as the file itself gives it: ``${VAR}`` read as empty."""
+    value = data
+    for part in path:
+        value = value.get(part) if isinstance(value, dict) else None
+    return interpolate(value, {}).strip() if isinstance(value, str) else ""
+
+
+def config_warnings(config: Config, text: str) -> list[str]:
+    """What ``check`` warns about in a valid config, one line each: nobody to serve or nobody
+    to transfer to, and secrets written in the file instead of read from the environment
+    (never the secret itself)."""
+    lines: list[str] = []
+    if not config.supervisors:
+        lines.append(
+            "no supervisors: nobody may use the bot; list Telegram user IDs under supervisors:"
+        )
+    if not config.operators and not config.queues:
+        lines.append(
+            "no operators and no queues: nobody to transfer dialogs to; list them under "
+            "operators: and queues: (or run directory sync)"
+        )
+    warnings: list[Problem] = []
+    doc = parse_yaml(text)
+    data = doc.data if isinstance(doc.data, dict) else {}
+    token, webhook = ("telegram", "token"), ("bitrix24", "webhook_url")
+    if _written(data, token):
+        warnings.append(
+            Problem(
+                token,
+                f"the bot's token is written in the file: move it to the environment "
+                f"(export {ENV_TOKEN}=<token>) and write token: ${{{ENV_TOKEN}}}",
+                doc.line_of(token),
+            )
+        )
+    if _WRITTEN_CODE.search(_written(data, webhook)):
+        warnings.append(
+            Problem(
+                webhook,
+                f"the webhook's secret code is written in the file: move the URL to the "
+                f"environment (export {ENV_WEBHOOK}=https://<portal>/rest/<user_id>/<code>/) "
+                f"and write webhook_url: ${{{ENV_WEBHOOK}}}",
+                doc.line_of(webhook),
+            )
+        )
+    return lines + [str(warning) for warning in warnings]

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 from bot.config import StorageSettings
@@ -30,6 +31,7 @@ CSV_HEADER = (
     "chat_id",
     "dialog",
     "target",
+    "action",  # transfer | finish
     "outcome",
     "latency_ms",
     "update_id",
@@ -63,6 +65,7 @@ class AuditEntry:
             self.chat_id,
             self.dialog,
             self.target,
+            self.action,
             self.outcome,
             self.latency_ms,
             self.update_id,
@@ -344,12 +347,55 @@ class SqliteStorage:
 
     async def since(self, start: datetime) -> list[AuditEntry]:
         """Every entry from ``start`` on, oldest first."""
-        query = (
-            "SELECT time, user_id, chat_id, action, dialog, target, outcome, latency_ms,"
-            " update_id FROM audit WHERE time >= ? ORDER BY id"
-        )
-        rows = await self._run(lambda db: db.execute(query, (start.isoformat(),)).fetchall())
+        rows = await self._run(lambda db: db.execute(_SINCE, (start.isoformat(),)).fetchall())
         return [_entry(row) for row in rows]
+
+
+_SINCE = (
+    "SELECT time, user_id, chat_id, action, dialog, target, outcome, latency_ms,"
+    " update_id FROM audit WHERE time >= ? ORDER BY id"
+)
+
+
+class NoAuditTrail(Exception):
+    """The audit export found no audit trail to read; it never creates a database."""
+
+
+def read_audit(path: str, start: datetime) -> list[AuditEntry]:
+    """The SQLite audit trail from ``start`` on, opened read-only: a missing file stays missing
+    (:class:`NoAuditTrail`), and nothing in the file is changed."""
+    if path == ":memory:":
+        raise NoAuditTrail("storage.path is :memory:, so no audit trail is kept")
+    file = Path(path)
+    if not file.exists():
+        raise NoAuditTrail(
+            f"no database at {path}: the bot has not run with this config yet"
+            " (it creates the file when it starts)"
+        )
+    try:
+        db = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as err:
+        raise NoAuditTrail(f"{path}: cannot be read ({err})") from None
+    try:
+        rows = db.execute(_SINCE, (start.isoformat(),)).fetchall()
+    except sqlite3.OperationalError as err:
+        if "no such table" in str(err):
+            raise NoAuditTrail(f"{path}: no audit trail in this database yet") from None
+        raise NoAuditTrail(f"{path}: cannot be read ({err})") from None
+    except sqlite3.DatabaseError as err:  # not a database at all
+        raise NoAuditTrail(f"{path}: cannot be read ({err})") from None
+    finally:
+        db.close()
+    return [_entry(row) for row in rows]
+
+
+async def export_audit(settings: StorageSettings, start: datetime) -> list[AuditEntry]:
+    """The audit trail the config names, from ``start`` on, read only (never created)."""
+    if settings.url is not None:
+        from bot.storage_pg import read_audit as read_from_postgres  # asyncpg only when used
+
+        return await read_from_postgres(settings.url.get_secret_value(), start)
+    return await asyncio.to_thread(read_audit, settings.path, start)
 
 
 def _entry(row: tuple[object, ...]) -> AuditEntry:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from bot.schema import migrate_postgres
-from bot.storage import MARKS_KEPT, AuditEntry, Mark, utc_now
+from bot.storage import MARKS_KEPT, AuditEntry, Mark, NoAuditTrail, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +240,25 @@ class PostgresStorage:
             f"SELECT {_COLUMNS} FROM audit WHERE time >= $1 ORDER BY id", start
         )
         return [_entry(row) for row in rows]
+
+
+async def read_audit(url: str, start: datetime) -> list[AuditEntry]:
+    """The audit trail from ``start`` on, read only: no tables are created, no run is noted."""
+    try:
+        db = await asyncpg.connect(url)
+    except (asyncpg.PostgresError, OSError) as err:  # never the URL: it holds a password
+        raise NoAuditTrail(
+            f"PostgreSQL (storage.url): cannot connect ({type(err).__name__})"
+        ) from None
+    try:
+        rows = await db.fetch(f"SELECT {_COLUMNS} FROM audit WHERE time >= $1 ORDER BY id", start)
+    except asyncpg.UndefinedTableError:
+        raise NoAuditTrail(
+            "PostgreSQL (storage.url): no audit trail in this database yet"
+        ) from None
+    finally:
+        await db.close()
+    return [_entry(row) for row in rows]
 
 
 def _entry(row: asyncpg.Record) -> AuditEntry:

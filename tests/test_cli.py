@@ -117,7 +117,14 @@ def test_readme_transcripts_are_what_the_sandbox_prints(transcript: list[str]) -
     typed = [line[2:] for line in transcript if line.startswith("> ")]
     result = run_cli("demo", stdin="".join(f"{line}\n" for line in typed))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[1:] == transcript
+    assert session(result.stdout) == transcript
+
+
+def session(stdout: str) -> list[str]:
+    """What the sandbox printed after its greeting: from the first typed line on."""
+    lines = stdout.splitlines()
+    typed = [i for i, line in enumerate(lines) if line.startswith("> ")]
+    return lines[typed[0] :] if typed else []
 
 
 def test_the_readme_has_transcripts() -> None:
@@ -188,3 +195,146 @@ async def test_directory_sync_writes_a_file_the_config_can_include(tmp_path: Pat
     checked = run_cli("check", "--config", str(config))
     assert checked.returncode == 0, checked.stderr
     assert "@anna.smirnova" in checked.stdout and "Pavel Orlov" not in checked.stdout
+
+
+# ---- the command line: names, help, options, audit, check warnings -------------------------
+
+
+def test_help_names_the_program_the_way_it_was_started() -> None:
+    module = run_cli("--help")
+    assert module.returncode == 0, module.stderr
+    assert module.stdout.startswith("usage: python -m bot ")
+    script = Path(sys.executable).with_name("handoff-bot")  # installed next to this Python
+    assert script.exists(), "pip install -e . installs the handoff-bot script"
+    result = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=60, env=CLEAN_ENV
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: handoff-bot ")
+    assert "python -m bot" not in result.stdout
+    check_help = subprocess.run(
+        [str(script), "check", "--help"], capture_output=True, text=True, timeout=60, env=CLEAN_ENV
+    )
+    assert check_help.stdout.startswith("usage: handoff-bot check ")
+
+
+def test_directory_sync_has_a_help_of_its_own() -> None:
+    result = run_cli("directory", "sync", "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m bot directory sync [-h] [--config PATH]")
+    assert "directory.generated.yaml" in result.stdout
+    assert "{sync}" not in result.stdout, "that is the help of `directory`"
+    bare = run_cli("directory")
+    assert bare.returncode == 2 and "{sync}" in bare.stderr
+
+
+def test_global_options_work_after_the_subcommand_too(tmp_path: Path) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text(CONFIG_YAML)
+    checked = run_cli("check", "--config", str(config))
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith(f"{config}: OK")
+    # after the subcommand wins over before it
+    both = run_cli("--config", "nowhere.yaml", "check", "--config", str(config))
+    assert both.returncode == 0, both.stderr
+    # `run` takes the log options after it: it gets as far as the missing token
+    ran = run_cli("run", "--log-level", "DEBUG", "--log-format", "json", "--config", str(config))
+    assert ran.returncode == 2
+    assert "TELEGRAM_BOT_TOKEN" in ran.stderr and "unrecognized" not in ran.stderr
+    # an option a subcommand has no use for is refused, not silently ignored
+    wrong = run_cli("check", "--listen", "0.0.0.0:8080")
+    assert wrong.returncode == 2 and "unrecognized arguments: --listen" in wrong.stderr
+
+
+def test_audit_never_creates_a_database(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("storage: {path: handoff.sqlite3}\n")
+    result = run_cli("audit", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    database = tmp_path.resolve() / "handoff.sqlite3"
+    assert result.stderr.startswith(f"no database at {database}: the bot has not run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"], "no file was created"
+
+
+def test_audit_of_a_database_without_an_audit_trail_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("storage: {path: empty.sqlite3}\n")
+    (tmp_path / "empty.sqlite3").write_bytes(b"")
+    result = run_cli("audit", "--config", str(config))
+    assert result.returncode == 1
+    assert "no audit trail in this database yet" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "empty.sqlite3").read_bytes() == b"", "read only: nothing written"
+
+
+WARNING_FREE_ENV = {
+    "TELEGRAM_BOT_TOKEN": TOKEN,
+    "BITRIX24_WEBHOOK_URL": f"https://portal.example/rest/1/{WEBHOOK_CODE}/",
+}
+
+
+def warnings(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stdout.splitlines() if line.startswith("warning:")]
+
+
+def test_check_warns_when_nobody_may_use_the_bot_or_there_is_nobody_to_transfer_to(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("telegram: {token: '${TELEGRAM_BOT_TOKEN}'}\n")
+    result = run_cli("check", "--config", str(config), env=WARNING_FREE_ENV)
+    assert result.returncode == 0, result.stderr
+    assert warnings(result) == [
+        "warning: no supervisors: nobody may use the bot; "
+        "list Telegram user IDs under supervisors:",
+        "warning: no operators and no queues: nobody to transfer dialogs to; "
+        "list them under operators: and queues: (or run directory sync)",
+    ]
+    queues_only = tmp_path / "queues.yaml"
+    queues_only.write_text(
+        "supervisors: [{id: 1, name: Olga}]\nqueues: [{key: sup, bitrix_id: 3, name: Support}]\n"
+    )
+    assert warnings(run_cli("check", "--config", str(queues_only))) == []
+
+
+def test_check_warns_about_secrets_written_in_the_file_without_showing_them(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        CONFIG_YAML.replace(
+            "${BITRIX24_WEBHOOK_URL}", f"https://b24.example/rest/1/{WEBHOOK_CODE}/"
+        ).replace("${TELEGRAM_BOT_TOKEN}", f'"{TOKEN}"')
+    )
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert warnings(result) == [
+        "warning: telegram.token (line 9): the bot's token is written in the file: move it to "
+        "the environment (export TELEGRAM_BOT_TOKEN=<token>) and write token: "
+        "${TELEGRAM_BOT_TOKEN}",
+        "warning: bitrix24.webhook_url (line 3): the webhook's secret code is written in the "
+        "file: move the URL to the environment (export BITRIX24_WEBHOOK_URL="
+        "https://<portal>/rest/<user_id>/<code>/) and write webhook_url: ${BITRIX24_WEBHOOK_URL}",
+    ]
+    output = result.stdout + result.stderr
+    assert WEBHOOK_CODE not in output
+    assert TOKEN.split(":")[1] not in output
+    # the environment winning over the file does not take the secret out of the file
+    assert len(warnings(run_cli("check", "--config", str(config), env=WARNING_FREE_ENV))) == 2
+
+
+def test_check_is_quiet_about_secrets_read_from_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        CONFIG_YAML.replace(
+            "${BITRIX24_WEBHOOK_URL}", "https://b24.example/rest/1/${B24_CODE}/"
+        )  # only the code from the environment: fine too
+    )
+    env = {"TELEGRAM_BOT_TOKEN": TOKEN, "B24_CODE": WEBHOOK_CODE}
+    result = run_cli("check", "--config", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    assert warnings(result) == []
+    sample = run_cli("check", "--config", "config.yaml", env=WARNING_FREE_ENV)
+    assert sample.returncode == 0, sample.stderr
+    assert warnings(sample) == []

@@ -285,13 +285,13 @@ async def test_audit_export_as_csv(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "time,user_id,chat_id,dialog,target,outcome,latency_ms,update_id",
-        f"{when.isoformat()},{OLGA},{OLGA},2043,user:15,ok,120,7",
-        f"{when.isoformat()},{OLGA},-100,2044,-,ACCESS_DENIED,80,8",
+        "time,user_id,chat_id,dialog,target,action,outcome,latency_ms,update_id",
+        f"{when.isoformat()},{OLGA},{OLGA},2043,user:15,transfer,ok,120,7",
+        f"{when.isoformat()},{OLGA},-100,2044,-,finish,ACCESS_DENIED,80,8",
     ]
     later = run_cli("audit", "--since", "2999-01-01", "--config", str(config))
     assert later.stdout.splitlines() == [
-        "time,user_id,chat_id,dialog,target,outcome,latency_ms,update_id"
+        "time,user_id,chat_id,dialog,target,action,outcome,latency_ms,update_id"
     ]
     bad = run_cli("audit", "--since", "yesterday", "--config", str(config))
     assert bad.returncode == 2 and "not a date" in bad.stderr

@@ -232,3 +232,56 @@ async def test_storage_url_from_the_environment_wins_over_the_file(
     finally:
         await storage.close()
         await direct.close()
+
+
+async def test_audit_export_reads_postgres_and_creates_nothing_there(
+    postgres: str, tmp_path: Path
+) -> None:
+    import asyncpg
+
+    from tests.test_cli import run_cli
+
+    admin = await asyncpg.connect(postgres)
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS audit_fresh")
+        await admin.execute("CREATE DATABASE audit_fresh")
+    finally:
+        await admin.close()
+    fresh = postgres.rsplit("/", 1)[0] + "/audit_fresh"
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text("storage: {url: '${STORAGE_URL}'}\n", encoding="utf-8")
+
+    empty = await asyncio.to_thread(
+        run_cli, "audit", "--config", str(config_file), env={"STORAGE_URL": fresh}
+    )
+    assert empty.returncode == 1
+    assert empty.stderr == "PostgreSQL (storage.url): no audit trail in this database yet\n"
+    db = await asyncpg.connect(fresh)
+    try:
+        tables = await db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    finally:
+        await db.close()
+    assert tables == [], "audit created no tables"
+
+    storage = PostgresStorage(postgres, "audit-export")
+    await storage.open()
+    when = utc_now()
+    try:
+        await storage.record([AuditEntry(when, OLGA, -100, "finish", "8045", "-", "ok", 5, 4244)])
+    finally:
+        await storage.close()
+    since = when.isoformat().replace("+00:00", "")
+    result = await asyncio.to_thread(
+        run_cli,
+        "audit",
+        "--since",
+        since,
+        "--config",
+        str(config_file),
+        env={"STORAGE_URL": postgres},
+    )
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()  # other tests of this second may show too
+    assert header == "time,user_id,chat_id,dialog,target,action,outcome,latency_ms,update_id"
+    assert f"{when.isoformat()},{OLGA},-100,8045,-,finish,ok,5,4244" in rows
+    assert "postgres@" not in result.stdout + result.stderr

@@ -75,6 +75,21 @@ async def test_unreachable_telegram_is_retried_a_line_per_attempt_until_sigterm(
     assert bot.count("stopped while waiting for Telegram") == 1
 
 
+async def test_a_reload_signal_while_waiting_for_telegram_does_not_end_the_bot(
+    tmp_path: Path,
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    portal_url = f"https://portal.invalid/rest/1/{WEBHOOK_CODE}/"  # never reached
+    async with bot_process(write_config(tmp_path), **env_for(closed, portal_url)) as bot:
+        await bot.wait_for(lambda: bot.count(RETRY) >= 1)
+        bot.process.send_signal(signal.SIGHUP)  # systemctl reload during start-up
+        await bot.wait_for(lambda: bot.count(RETRY) >= 3)
+        assert bot.process.returncode is None, "still waiting for Telegram"
+        code = await bot.stop()
+    assert code == 0, bot.stderr
+    assert_clean(bot)
+
+
 async def test_telegram_coming_up_later_is_waited_for_and_then_the_bot_serves(
     tmp_path: Path,
 ) -> None:
