@@ -103,21 +103,29 @@ async def test_sigterm_lets_the_transfer_in_flight_finish_and_reply(tmp_path: Pa
         assert "Traceback" not in logs
 
 
+DEMO = "$ python -m bot demo"
+
+
 def readme_transcripts() -> list[list[str]]:
-    """Every code block of the README that is a sandbox session (it starts with "> ")."""
+    """Every code block of the README that is a sandbox session: it starts with "> ", or with
+    the demo's command line when it takes options (``$ python -m bot demo --lang ru``)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = readme.split("```")[1::2]
+    blocks = [block.strip("\n").splitlines() for block in readme.split("```")[1::2]]
     return [
-        block.strip("\n").splitlines() for block in blocks if block.lstrip("\n").startswith("> ")
+        block
+        for block in blocks
+        if block and (block[0].startswith("> ") or block[0].startswith(DEMO))
     ]
 
 
 @pytest.mark.parametrize("transcript", readme_transcripts(), ids=lambda t: t[0])
 def test_readme_transcripts_are_what_the_sandbox_prints(transcript: list[str]) -> None:
-    typed = [line[2:] for line in transcript if line.startswith("> ")]
-    result = run_cli("demo", stdin="".join(f"{line}\n" for line in typed))
+    options = transcript[0].removeprefix(DEMO).split() if transcript[0].startswith(DEMO) else []
+    shown = transcript[1:] if options else transcript
+    typed = [line[2:] for line in shown if line.startswith("> ")]
+    result = run_cli("demo", *options, stdin="".join(f"{line}\n" for line in typed))
     assert result.returncode == 0, result.stderr
-    assert session(result.stdout) == transcript
+    assert session(result.stdout) == shown
 
 
 def session(stdout: str) -> list[str]:
@@ -127,8 +135,10 @@ def session(stdout: str) -> list[str]:
     return lines[typed[0] :] if typed else []
 
 
-def test_the_readme_has_transcripts() -> None:
-    assert len(readme_transcripts()) >= 6
+def test_the_readme_has_transcripts_in_both_languages() -> None:
+    transcripts = readme_transcripts()
+    assert len(transcripts) >= 6
+    assert any(t[0] == f"{DEMO} --lang ru" for t in transcripts)
 
 
 async def test_sigkill_mid_transfer_then_redelivery_transfers_exactly_once(tmp_path: Path) -> None:
