@@ -178,7 +178,7 @@ def test_the_readme_installs_what_the_unit_runs() -> None:
     config = configuration_directory() / "config.yaml"
     assert argv[0] == f"{venv}/bin/handoff-bot"
     assert f"python3 -m venv {venv}\n" in install
-    assert f"{venv}/bin/pip install .  " in install  # a clone, not an editable install
+    assert f"{venv}/bin/pip install -c constraints.txt .  " in install  # not editable
     assert f"useradd --system --home-dir {state_directory()}" in install
     assert f"--shell /usr/sbin/nologin {the('User')}\n" in install
     assert the("Group") == the("User")
