@@ -77,11 +77,17 @@ class Pacing(BaseRequestMiddleware):
     """Spaces out what the bot posts: overall and per chat, as Telegram asks."""
 
     def __init__(
-        self, per_second: float = 25.0, chat_burst: int = 2, chat_per_second: float = 1.0
+        self,
+        per_second: float = 28.0,
+        burst: int = 5,
+        chat_burst: int = 2,
+        chat_per_second: float = 1.0,
     ) -> None:
-        # a little under Telegram's 30/s and its bursts of about 3: requests reach Telegram a
-        # little later than they leave these buckets, and can arrive bunched
-        self._overall = AsyncLimiter(per_second, 1.0)
+        # a little under Telegram's 30/s and its bursts of about 3 per chat: requests reach
+        # Telegram a little later than they leave these buckets, and can arrive bunched. The
+        # overall bucket is kept small (``burst``) rather than a second's worth: then the rate
+        # can sit close to 30/s and still leave most of Telegram's own second of slack unused
+        self._overall = AsyncLimiter(burst, burst / per_second)
         self._chat_burst = chat_burst
         self._chat_period = chat_burst / chat_per_second
         self._chats: OrderedDict[int | str, AsyncLimiter] = OrderedDict()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 
 import pytest
@@ -13,7 +14,7 @@ from bot.bitrix24.codes import KNOWN_CODES, OURS, KnownCode
 from bot.bitrix24.errors import BitrixError
 from bot.command import DialogKind, DialogRef
 from bot.directory import Kind, Target
-from bot.sandbox.portal import Fault, PortalSimulator
+from bot.sandbox.portal import Fault, PortalSimulator, SimDialog
 from tests.conftest import (
     ANNA,
     BOB,
@@ -510,3 +511,37 @@ async def test_without_batching_each_call_waits_its_turn() -> None:
             await asyncio.gather(*(client.dialog(2043) for _ in range(30)))
     assert not portal.calls_to("batch")
     assert len(portal.calls_to(DIALOG_GET)) == 30
+
+
+async def test_a_burst_does_not_spend_the_real_bucket_on_small_batches() -> None:
+    # the real bucket (50, drains 2 a second) and 300 commands coming in a couple of
+    # milliseconds apart, as the bot hands them on: each a transfer and its look, so 600 calls
+    # fit in 12 batches of 50; sent as they came, they would have taken over 50 requests
+    commands, first = 300, 10_000
+    chats = range(first, first + commands)
+    portal = make_portal(leak_per_s=2.0, burst=50)
+    for n in chats:
+        portal.dialogs[n] = SimDialog(n, n, f"Guest {n}", owner=IRINA, line_id=SUPPORT)
+    async with portal:
+        settings = bitrix_settings(portal.url, rate_per_s=2.0, burst=50, deadline_s=30.0)
+
+        async def one(n: int) -> Seen:
+            await asyncio.sleep((n - first) * 0.002)
+            return await client.transfer(n, TO_ANNA)
+
+        async with BitrixClient(settings) as client:
+            seen = await asyncio.gather(*(one(n) for n in chats))
+    assert all(s.after.owner_id == ANNA and s.unclear is None for s in seen)
+    requests = [c for c in portal.calls if not c.in_batch]
+    floor = math.ceil(2 * commands / 50)
+    assert floor <= len(requests) <= floor + 3, f"{len(requests)} requests, floor {floor}"
+    assert portal.rejected_by_limit == 0, "no QUERY_LIMIT_EXCEEDED"
+    moved = [int(c.params["CHAT_ID"]) for c in portal.calls_to(TRANSFER) if c.applied]
+    assert sorted(moved) == list(chats), "each dialog moved once, none twice"
+    # a transfer and its look stay together, in order, in every batch
+    for request in requests:
+        commands_sent = list(request.params["cmd"].values())
+        assert len(commands_sent) % 2 == 0
+        for write, look in zip(commands_sent[::2], commands_sent[1::2], strict=True):
+            chat = write.split("CHAT_ID=")[1].split("&")[0]
+            assert write.startswith(TRANSFER) and look == f"{DIALOG_GET}?CHAT_ID={chat}"

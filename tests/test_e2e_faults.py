@@ -51,6 +51,32 @@ async def test_forty_supervisors_at_once_stay_under_telegrams_limits() -> None:
         assert len(h.rest_calls()) == 40
 
 
+async def test_a_burst_of_replies_past_telegrams_limits_gets_no_429() -> None:
+    # 40 supervisors send three commands each at once: 120 replies, four times what Telegram
+    # takes in its first second overall and each chat at its own burst of 3; Pacing spaces
+    # them so that Telegram never refuses one (en and ru users alike)
+    portal = make_portal()
+    for n in range(5000, 5120):
+        portal.dialogs[n] = SimDialog(n, n, f"Guest {n}", owner=BOB, line_id=SUPPORT)
+    config = with_supervisors(40).replace("announce_to: -1001234567890\n", "")
+    async with running_bot(portal, yaml_text=config, limits=TelegramLimits()) as h:
+        for n in range(5000, 5120):
+            user = CROWD + (n - 5000) % 40
+            lang = "ru" if user % 2 else "en"
+            h.telegram.send_message(f"/transfer {n} @anna", user_id=user, language_code=lang)
+        await h.telegram.wait_for(
+            lambda: sum(len(h.telegram.messages_to(CROWD + i)) for i in range(40)) == 120,
+            timeout=60,
+        )
+        assert h.telegram.flood_refusals == 0
+        replies = [m.plain_text for i in range(40) for m in h.telegram.messages_to(CROWD + i)]
+        assert sum(r.startswith("✅ Dialog") for r in replies) == 60
+        assert sum(r.startswith("✅ Диалог") for r in replies) == 60
+        assert sorted(int(c.params["CHAT_ID"]) for c in portal.calls_to(TRANSFER)) == list(
+            range(5000, 5120)
+        )
+
+
 @pytest.mark.parametrize(
     "fault",
     [

@@ -5,6 +5,11 @@ each command still gets its own result or error. Calls made in the same moment, 
 that wait for the bucket, leave together as soon as it lets one request through: a burst of
 transfers finishes in a fraction of the time the bucket would allow one call at a time.
 
+The bucket's burst is not spent on small batches while more calls are coming: a call goes
+out at once only while the bucket is idle (nothing sent lately, so a lone command never
+waits); otherwise calls gather until a batch is full or none has come for a few
+milliseconds. Waiting is cheap there: a token not taken now stays in the bucket.
+
 A *group* of calls (a transfer and the look that verifies it) always travels in one batch,
 in order: the portal runs a batch's commands one after another, so the look sees the dialog
 as the transfer left it. A lone call goes out on its own, as a plain request.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +33,9 @@ from bot.bitrix24.errors import BitrixError
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 50  # Bitrix24 refuses more commands in one batch
+# once the bucket is in use, a batch leaves when no call has joined it for this long: calls
+# of one burst come a millisecond or so apart, a lone call only waits this once
+QUIET_S = 0.01
 BATCH = "batch"
 
 Post = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -113,7 +122,9 @@ class BatchQueue:
     def __init__(self, limiter: AsyncLimiter, post: Post) -> None:
         self._limiter = limiter
         self._post = post
-        self._queue: list[list[Waiting]] = []
+        self._queue: deque[list[Waiting]] = deque()
+        self._queued = 0  # calls in _queue
+        self._arrived = asyncio.Event()  # set by each submit, for the gathering flusher
         self._flusher: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self.batches = 0  # batch requests sent, for reports
@@ -127,6 +138,8 @@ class BatchQueue:
         assert 0 < len(calls) <= MAX_BATCH
         group = [Waiting(method, params) for method, params in calls]
         self._queue.append(group)
+        self._queued += len(group)
+        self._arrived.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="bitrix24-batches")
         return group
@@ -146,17 +159,40 @@ class BatchQueue:
                     ),
                 )
         self._queue.clear()
+        self._queued = 0
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # one turn of the loop: calls made in the same moment join in
         while self._queue:
+            if self._queued < MAX_BATCH and not self._idle():
+                await self._gather()
             await self._limiter.acquire()
             taken: list[Waiting] = []
             while self._queue and len(taken) + len(self._queue[0]) <= MAX_BATCH:
-                taken += self._queue.pop(0)
+                taken += self._queue.popleft()
+            self._queued -= len(taken)
             task = asyncio.create_task(self._send(taken))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
+
+    def _idle(self) -> bool:
+        """Whether the bucket holds nothing we sent: then a call may go at once, alone."""
+        return self._limiter.has_capacity(self._limiter.max_rate)
+
+    async def _gather(self) -> None:
+        """Wait until a batch is full, or no call has come for :data:`QUIET_S`; at most as
+        long as the bucket takes to let one more request through."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self._limiter.time_period / self._limiter.max_rate
+        while self._queued < MAX_BATCH:
+            self._arrived.clear()
+            wait = min(QUIET_S, until - loop.time())
+            if wait <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._arrived.wait(), wait)
+            except TimeoutError:
+                return
 
     async def _send(self, group: list[Waiting]) -> None:
         now = asyncio.get_running_loop().time()
