@@ -36,7 +36,7 @@ from bot.inbox import AnswerSeen, Inbox
 from bot.messages import LANGS, Messages
 from bot.metrics import Metrics, serve_metrics
 from bot.portal_check import check_in_background, stop_check
-from bot.reload import describe_changes, swappable
+from bot.reload import collector_paused, describe_changes, swappable
 from bot.services import Services
 from bot.yamlsource import Problem
 from handlers import build_router
@@ -153,12 +153,13 @@ class App:
 
     def _build_reloaded(self, path: Path) -> tuple[list[str], Services]:
         """In a worker thread: the new config, what changed, and the services built from it."""
-        new = load_config(path, self.env)
-        if self.prepare is not None:
-            new = self.prepare(new)
-        current = self.services
-        changes = describe_changes(current.config, new)
-        return changes, current.reloaded(swappable(self.config, new), self.poster)
+        with collector_paused():
+            new = load_config(path, self.env)
+            if self.prepare is not None:
+                new = self.prepare(new)
+            current = self.services
+            changes = describe_changes(current.config, new)
+            return changes, current.reloaded(swappable(self.config, new), self.poster)
 
     def reload_in_background(self) -> None:
         """SIGHUP: reload, logging the outcome (there is nobody to reply to)."""
