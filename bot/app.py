@@ -36,7 +36,7 @@ from bot.inbox import AnswerSeen, Inbox
 from bot.messages import LANGS, Messages
 from bot.metrics import Metrics, serve_metrics
 from bot.portal_check import check_in_background, stop_check
-from bot.reload import describe_changes, swappable
+from bot.reload import collector_paused, describe_changes, swappable
 from bot.services import Services
 from bot.yamlsource import Problem
 from handlers import build_router
@@ -101,6 +101,7 @@ class App:
     env: Mapping[str, str] | None = None  # what ${VAR} reads on reload (None: the process's)
     prepare: Callable[[Config], Config] | None = None  # the sandbox: a reread config's servers
     _reloads: set[asyncio.Task[None]] = field(default_factory=set)
+    _reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
     portal_check: asyncio.Task[None] | None = None  # the start-up check, running in background
 
     async def close(self) -> None:
@@ -128,21 +129,37 @@ class App:
         """Read the config file again and swap in what it says; returns what changed.
 
         Raises :class:`ConfigError` for a bad file (the running config stays in force).
+        Everything heavy (the file, the directory and its indexes, the replies) is built in a
+        thread; the event loop only swaps one reference, so a directory of ten thousand
+        does not hold up the commands being served meanwhile.
         """
-        try:
-            if self.path is None:
-                raise ConfigError("config", [Problem((), "the bot was not started from a file")])
-            new = await asyncio.to_thread(load_config, self.path, self.env)
-        except ConfigError:
-            self.metrics.config_reloads.labels("failed").inc()
-            raise
-        if self.prepare is not None:
-            new = self.prepare(new)
-        changes = describe_changes(self.services.config, new)
-        self.metrics.config_reloads.labels("changed" if changes else "unchanged").inc()
-        self.services = self.services.reloaded(swappable(self.config, new), self.poster)
+        async with self._reloading:  # each reload builds on the services the last one left
+            try:
+                if self.path is None:
+                    raise ConfigError(
+                        "config", [Problem((), "the bot was not started from a file")]
+                    )
+                changes, fresh = await asyncio.to_thread(self._build_reloaded, self.path)
+            except ConfigError:
+                self.metrics.config_reloads.labels("failed").inc()
+                raise
+            self.metrics.config_reloads.labels("changed" if changes else "unchanged").inc()
+            retired = [self.services]
+            self.services = fresh
+            # the old directory is freed in the thread too: tens of thousands of objects
+            await asyncio.to_thread(retired.clear)
         log.info("config reloaded: %s", "; ".join(changes) or "no changes")
         return changes
+
+    def _build_reloaded(self, path: Path) -> tuple[list[str], Services]:
+        """In a worker thread: the new config, what changed, and the services built from it."""
+        with collector_paused():
+            new = load_config(path, self.env)
+            if self.prepare is not None:
+                new = self.prepare(new)
+            current = self.services
+            changes = describe_changes(current.config, new)
+            return changes, current.reloaded(swappable(self.config, new), self.poster)
 
     def reload_in_background(self) -> None:
         """SIGHUP: reload, logging the outcome (there is nobody to reply to)."""

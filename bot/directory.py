@@ -83,6 +83,9 @@ def _phrase(words: Iterable[str]) -> str:
 
 
 _SHORTLIST = 64  # spellings compared closely for "did you mean"
+# postings of letter pairs counted per miss, the rarest pairs first: in a directory of 100,000
+# a pair such as "an" is in most names, and counting all of them would take tens of ms
+_SCAN_BUDGET = 20_000
 
 
 def _grams(word: str) -> set[str]:
@@ -246,10 +249,7 @@ class Directory:
         costs about the same in a directory of ten thousand as in one of ten.
         """
         word = fold(name)
-        shared: Counter[str] = Counter()
-        for gram in _grams(word):
-            shared.update(self._grams.get(gram, ()))
-        likely = [spelling for spelling, _ in shared.most_common(_SHORTLIST)]
+        likely = self._likely(word)
         close = difflib.get_close_matches(word, likely, n=limit * 3, cutoff=0.6)
         found: dict[Target, None] = {}  # ordered; a name thousands share fills it at once
         for spelling in close:
@@ -259,6 +259,19 @@ class Directory:
                     if len(found) == limit:
                         return tuple(found)
         return tuple(found)
+
+    def _likely(self, word: str) -> list[str]:
+        """At most :data:`_SHORTLIST` spellings sharing the most letter pairs with ``word``,
+        from at most :data:`_SCAN_BUDGET` postings: the rarest pairs say the most."""
+        postings = sorted((self._grams.get(gram, ()) for gram in _grams(word)), key=len)
+        shared: Counter[str] = Counter()
+        budget = _SCAN_BUDGET
+        for spellings in postings:
+            if budget <= 0:
+                break
+            shared.update(spellings[:budget])
+            budget -= len(spellings)
+        return [spelling for spelling, _ in shared.most_common(_SHORTLIST)]
 
     def spellings(self, target: Target) -> list[str]:
         """Every way to type ``target``: key first, then aliases and the Telegram username."""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import sys
+from collections.abc import Iterator
+
 from bot.config import Config, Operator, Queue
 
 # sections a running bot cannot swap: they take effect after a restart
@@ -57,3 +62,30 @@ def describe_changes(old: Config, new: Config) -> list[str]:
 def swappable(old: Config, new: Config) -> Config:
     """``new``, except for the sections only a restart can change (kept as in ``old``)."""
     return new.model_copy(update={field: getattr(old, field) for field in RESTART_NEEDED})
+
+
+_SWITCH_S = 0.0005
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Around building a new config's services in a worker thread: no collection of the whole
+    heap runs meanwhile, and what was built is never scanned by one afterwards.
+
+    A full collection holds the GIL for as long as it scans (a quarter of a second with ten
+    thousand operators), so the event loop would stall whichever thread set it off; building
+    a large directory allocates enough objects to set one off several times. On success the
+    heap is frozen (:func:`gc.freeze`): what is built stays until the next reload, and what the
+    last one built is freed by its reference counts (directory objects hold no cycles).
+    """
+    enabled, interval = gc.isenabled(), sys.getswitchinterval()
+    gc.disable()
+    # the loop waits this long for the GIL whenever it has something to do (5 ms by default)
+    sys.setswitchinterval(min(interval, _SWITCH_S))
+    try:
+        yield
+        gc.freeze()
+    finally:
+        sys.setswitchinterval(interval)
+        if enabled:
+            gc.enable()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from textwrap import dedent
+from typing import Any
 
 import pytest
 
@@ -508,3 +509,45 @@ def test_big_directory_miss_of_garbage_has_no_suggestions(big: Directory) -> Non
     error = resolve_error(big, "@zzzzzzzz")
     assert isinstance(error, UnknownName)
     assert error.candidates == ()
+
+
+def test_did_you_mean_counts_a_bounded_number_of_names_and_compares_a_few(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A miss in a large directory counts at most the scan budget of index entries, rarest
+    letter pairs first, and compares closely at most the shortlist: an index, not a scan.
+    The misspelt key still comes first ("anna_smirnava_48": anna_smirnova_48)."""
+    import collections
+    import difflib
+
+    import bot.directory
+
+    first = ("anna", "boris", "olga", "pavel", "irina", "dmitry", "elena", "sergey")
+    last = ("smirnova", "ivanov", "kuznetsova", "popov", "sokolova", "lebedev")
+    lines = [
+        f"  - {{key: {first[i % 8]}_{last[i // 8 % 6]}_{i}, bitrix_id: {i + 1}, name: N{i}}}"
+        for i in range(3000)
+    ]
+    directory = directory_of("operators:\n" + "\n".join(lines) + "\n")
+    counted: list[int] = []
+    compared: list[int] = []
+
+    class Counting(collections.Counter[str]):
+        def update(self, items: Any = (), /, **kwargs: int) -> None:
+            counted.append(len(items or ()))
+            super().update(items, **kwargs)
+
+    real_close = difflib.get_close_matches
+
+    def close(word: str, possibilities: list[str], n: int, cutoff: float) -> list[str]:
+        compared.append(len(possibilities))
+        return real_close(word, possibilities, n=n, cutoff=cutoff)
+
+    monkeypatch.setattr(bot.directory, "Counter", Counting)
+    monkeypatch.setattr(bot.directory, "_SCAN_BUDGET", 2000)
+    monkeypatch.setattr(bot.directory.difflib, "get_close_matches", close)
+    with pytest.raises(UnknownName) as miss:
+        directory.resolve("@anna_smirnava_48")
+    assert 0 < sum(counted) <= 2000
+    assert compared and max(compared) <= bot.directory._SHORTLIST
+    assert miss.value.candidates[0].key == "anna_smirnova_48"

@@ -6,6 +6,9 @@ import asyncio
 import os
 import signal
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from bot.config import parse_config
 from bot.reload import describe_changes
@@ -93,3 +96,38 @@ def test_describe_changes_names_what_needs_a_restart() -> None:
         "! bitrix24 changed: takes effect after a restart",
     ]
     assert describe_changes(old, old) == []
+
+
+async def test_reload_builds_everything_in_a_thread_and_only_swaps_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config file, the directory and the services of a reload are built off the event
+    loop's thread (a directory of ten thousand would hold up every command meanwhile)."""
+    import threading
+
+    import bot.app
+    import bot.services
+
+    built_in: list[str] = []
+    real_load, real_directory = bot.app.load_config, bot.services.Directory.from_config
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        built_in.append(f"config:{threading.current_thread() is threading.main_thread()}")
+        return real_load(*args, **kwargs)
+
+    def directory(config: Any) -> Any:
+        built_in.append(f"directory:{threading.current_thread() is threading.main_thread()}")
+        return real_directory(config)
+
+    monkeypatch.setattr(bot.app, "load_config", load)
+    monkeypatch.setattr(bot.services.Directory, "from_config", staticmethod(directory))
+    config = tmp_path / "config.yaml"
+    async with running_bot(make_portal(), yaml_text=WITH_ADMIN, config_file=config) as h:
+        config.write_text(edited(WITH_ADMIN), encoding="utf-8")
+        before = h.app.services
+        built_in.clear()
+        reply = await h.say("/reload")
+        assert reply.plain_text.startswith("Config reloaded.")
+        assert built_in == ["config:False", "directory:False"]
+        assert h.app.services is not before
+        assert h.app.services.directory.resolve("@carol").bitrix_id == 30
