@@ -87,7 +87,9 @@ async def one_run(commands: int, supervisors: int) -> dict[str, Any]:
             tg.send_message(f"/transfer {FIRST_DIALOG + n} @anna", user_id=chats[n % supervisors])
             if n % 50 == 49:
                 await asyncio.sleep(1.0 / (commands / 50))
-        await tg.wait_for(lambda: len(set(_applied(portal))) >= commands, timeout=600, interval=0.05)
+        await tg.wait_for(
+            lambda: len(set(_applied(portal))) >= commands, timeout=600, interval=0.05
+        )
         moved_s = time.monotonic() - started
 
         def replied() -> int:

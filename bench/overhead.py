@@ -275,9 +275,18 @@ def _strace_count(commands: int) -> int:
     with tempfile.NamedTemporaryFile(prefix="bench-strace-", suffix=".txt") as out:
         subprocess.run(
             [
-                "strace", "-f", "-c", "-e", "trace=fdatasync,fsync", "-o", out.name,
-                sys.executable, str(SCRIPT), "--fsync-child", str(commands),
-            ],  # fmt: skip
+                "strace",
+                "-f",
+                "-c",
+                "-e",
+                "trace=fdatasync,fsync",
+                "-o",
+                out.name,
+                sys.executable,
+                str(SCRIPT),
+                "--fsync-child",
+                str(commands),
+            ],
             check=True,
             capture_output=True,
             timeout=300,
@@ -317,12 +326,8 @@ async def run(quick: bool = False, runs: int = 5) -> dict[str, Any]:
     for rtt_ms in RTTS_MS:
         results = [await one_run(rtt_ms, rounds, per_round, warmup) for _ in range(runs)]
         figures[f"rtt{rtt_ms}"] = {
-            "p50_ratio": _stack.spread(
-                [r["ours_p50_ms"] / r["baseline_p50_ms"] for r in results]
-            ),
-            "p99_ratio": _stack.spread(
-                [r["ours_p99_ms"] / r["baseline_p99_ms"] for r in results]
-            ),
+            "p50_ratio": _stack.spread([r["ours_p50_ms"] / r["baseline_p50_ms"] for r in results]),
+            "p99_ratio": _stack.spread([r["ours_p99_ms"] / r["baseline_p99_ms"] for r in results]),
             "ours_p50_ms": _stack.spread([r["ours_p50_ms"] for r in results]),
             "baseline_p50_ms": _stack.spread([r["baseline_p50_ms"] for r in results]),
             "samples_per_run": results[0]["samples"],

@@ -233,7 +233,9 @@ async def _drive(
         "p95_s": _stack.percentile(latencies, 95),
         "p99_s": _stack.percentile(latencies, 99),
         "limit_errors_shown": sum(any(w in t for w in LIMIT_WORDS) for t in texts.values()),
-        "claimed_not_done": sum(1 for d, t in texts.items() if t.startswith("✅") and d not in moved),
+        "claimed_not_done": sum(
+            1 for d, t in texts.items() if t.startswith("✅") and d not in moved
+        ),
         "unanswered": commands - len(load.answered),
         "moved": len(moved & set(load.sent)),
         "commands": commands,
