@@ -113,7 +113,7 @@ async def one_run(commands: int, supervisors: int) -> dict[str, Any]:
         }
 
 
-async def run(quick: bool = False, runs: int = 5) -> dict[str, Any]:
+async def run(quick: bool = False, runs: int = 3) -> dict[str, Any]:
     """Run the bursts; returns ``{"burst": …, "telegram": …}``."""
     started = time.perf_counter()
     commands, supervisors = (200, 100) if quick else (2000, 100)

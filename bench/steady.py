@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 from aiogram import Dispatcher, Router
+from aiogram.exceptions import TelegramNetworkError
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 from aiolimiter import AsyncLimiter
@@ -93,14 +94,19 @@ def _supervisor(n: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def comparison_dispatcher(transfer: Transfer) -> Dispatcher:
-    """``/transfer <dialog> @anna`` → ``transfer(dialog)``, its text as the reply."""
+def comparison_dispatcher(transfer: Transfer, closing: asyncio.Event) -> Dispatcher:
+    """``/transfer <dialog> @anna`` → ``transfer(dialog)``, its text as the reply. Commands
+    still waiting when the measurement ends (``closing``) end quietly."""
     router = Router(name="comparison")
 
     @router.message(Command("transfer"))
     async def on_transfer(message: Message, command: CommandObject) -> None:
         dialog = int((command.args or "0").split()[0])
-        await message.answer(await transfer(dialog))
+        try:
+            await message.answer(await transfer(dialog))
+        except (RuntimeError, aiohttp.ClientError, TelegramNetworkError):
+            if not closing.is_set():
+                raise
 
     dispatcher = Dispatcher()
     dispatcher.include_router(router)
@@ -170,7 +176,8 @@ async def comparison_bot(name: str, portal: PortalSimulator) -> AsyncIterator[Fa
             transfer = limiter_transfer(http, portal.url)
         else:
             transfer = fast_bitrix24_transfer(portal.url)
-        dispatcher = comparison_dispatcher(transfer)
+        closing = asyncio.Event()
+        dispatcher = comparison_dispatcher(transfer, closing)
         bot = tg.make_bot()
         task = asyncio.create_task(
             dispatcher.start_polling(bot, handle_signals=False, polling_timeout=1)
@@ -179,6 +186,7 @@ async def comparison_bot(name: str, portal: PortalSimulator) -> AsyncIterator[Fa
         try:
             yield tg
         finally:
+            closing.set()
             with contextlib.suppress(RuntimeError):
                 await dispatcher.stop_polling()
             task.cancel()
@@ -260,7 +268,7 @@ def _summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def run(quick: bool = False, runs: int = 3) -> dict[str, Any]:
+async def run(quick: bool = False, runs: int = 2) -> dict[str, Any]:
     """Run the steady loads; returns the ``steady`` figures."""
     started = time.perf_counter()
     runs = 1 if quick else runs

@@ -69,7 +69,8 @@ def table(results: dict[str, Any]) -> str:
         f"Measured {results['when'][:10]} on {machine['cpus']} CPUs ({machine['cpu']}), "
         f"Python {machine['python']}, {machine['system']}; `python bench/run.py` took "
         f"{results['seconds'] / 60:.1f} min. Timed figures: median of "
-        f"{results['overhead']['runs']} runs (steady: {results['steady']['runs']}) with min–max; "
+        f"{results['overhead']['runs']} runs (burst: {results['burst']['n2000']['runs']}, steady: "
+        f"{results['steady']['runs']}) with min–max; "
         "counts: the most in any run.",
         "",
         "| figure | median | min–max | goal |",
