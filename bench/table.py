@@ -32,6 +32,7 @@ ROWS: tuple[tuple[str, str, str, int], ...] = (
     ("steady.rate5.ours.limit_errors_shown", "5/s, ours: limit errors shown", "0", 0),
     ("steady.rate5.bare.limit_errors_shown", "5/s, bare bot: limit errors shown", "", 0),
     ("steady.rate5.limiter.limit_errors_shown", "5/s, aiolimiter: limit errors shown", "", 0),
+    ("steady.rate5.limiter.unanswered", "5/s, aiolimiter: unanswered 30 s after the last", "", 0),
     ("steady.rate5.ours.claimed_not_done", "5/s, ours: ✅ but not moved", "0", 0),
     ("steady.rate5.fast_bitrix24.claimed_not_done", "5/s, fast_bitrix24: ✅ but not moved", "", 0),
     ("steady.rate20.ours.p99_s", "20 commands/s for 30 s, ours: p99 s", "", 2),
