@@ -54,7 +54,7 @@ telegram:
   api_url: ${{TELEGRAM_API_URL:-}}
 language: auto
 admin_contact: "@it_ops"
-storage: {{path: ":memory:"}}
+storage: {{path: "${{STORAGE_PATH:-:memory:}}"}}
 supervisors:{supervisors}
 chats:{chats}
 {announce}operators:{operators}
@@ -256,6 +256,24 @@ def percentile(values: Sequence[float], q: float) -> float:
 def median(values: Sequence[float]) -> float:
     """The 50th percentile."""
     return percentile(values, 50)
+
+
+def spread(values: Sequence[float], digits: int = 3) -> dict[str, float]:
+    """``{"median", "min", "max"}`` of one figure over several runs (NaN when there are none)."""
+    if not values:
+        return {"median": math.nan, "min": math.nan, "max": math.nan}
+    return {
+        "median": round(median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
+
+
+def bucket_floor_s(requests: int, burst: int, per_s: float) -> float:
+    """The least time a leaky bucket of ``burst`` draining ``per_s`` a second allows for
+    ``requests``: ``burst + 1`` go at once (the simulator refuses above ``burst``), then one
+    every ``1 / per_s`` seconds."""
+    return max(0, requests - burst - 1) / per_s
 
 
 def ratio(ours: float, baseline: float) -> float:

@@ -1,22 +1,24 @@
-"""Overhead: end-to-end latency of ``/transfer <dialog> @anna`` against a minimal bot.
+"""Overhead: end-to-end latency of ``/transfer <dialog> @anna`` against a fair minimal bot.
 
-Latency is measured from the moment the update is injected into the fake Bot API until the
-fake receives the bot's reply (``sendMessage``): the real long poll, the REST calls and the
-reply are all in it. The baseline is a minimal aiogram bot doing the same job on the same kind
-of fakes in the same run: one ``Command("transfer")`` handler that POSTs
-``imopenlines.operator.transfer`` (fixed CHAT_ID, USER_ID flipping between two operators so
-each transfer is real) with one bare aiohttp session and replies a fixed text — no parsing,
-directory, access checks, dialog look-up or message catalogue.
+Latency runs from the moment the update is injected into the fake Bot API until the fake
+receives the bot's reply (``sendMessage``): the real long poll, the REST calls, the storage
+and the reply are all in it. The baseline does the same job with nothing else: one
+``Command("transfer")`` handler that parses the arguments with the product's parser and
+resolves the name in the same directory, sends the transfer and the look at the dialog in
+one ``batch`` request (as ours does), writes one row to a file-backed SQLite database in WAL
+mode (as deployed), and replies a fixed text. No access checks, inbox, audit trail, pacing or
+message catalogue: what it lacks is our own processing.
 
-Both bots poll all the time (each its own FakeTelegram, same class, same settings, same
-polling timeout) and call the same PortalSimulator; commands are sequential, in rounds that
-alternate between the two bots (and which one goes first), after a discarded warm-up.
+Both bots use file-backed SQLite in a temporary folder, poll all the time (each its own
+FakeTelegram, same settings) and call the same portal simulator, whose answers come after
+0 ms, then 50 ms (``latency_s``: a portal's round trip). Commands are sequential, one every
+``PERIOD_S`` from ``SUPERVISORS`` supervisors in turn (so the bot's own pacing of a chat,
+one message a second, stays out of it), alternating bots in blocks, after a warm-up.
+Each run gives one p50 ratio per round trip; the figure is their median, min and max.
 
-The bot paces what it posts (``bot.flood_control.Pacing``: about 28 messages a second overall,
-3 at once then one a second per chat) to stay under Telegram's limits. Back-to-back commands
-from one supervisor would measure that pacing (about 1 s a reply from the fourth on), not the
-overhead; so commands start every ``PERIOD_S`` (20 a second) and come from ``SUPERVISORS``
-supervisors in turn (each chat gets one every 2 s), the same pattern for both bots.
+``fsyncs_per_command``: the bot as its own process under ``strace -f -c -e
+trace=fdatasync,fsync`` (what SQLite itself asks of the disk), N commands against none,
+(calls with N - calls with 0) / N.
 
     python bench/overhead.py [--quick]
 """
@@ -25,17 +27,27 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
+import shutil
+import sqlite3
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiogram import Dispatcher, Router
-from aiogram.filters import Command
+from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
+from bot.bitrix24.batching import batch_params
+from bot.command import parse_transfer
+from bot.directory import Directory, Kind
 from bot.sandbox.telegram import FakeTelegram, SentMessage
 
 try:
@@ -44,14 +56,13 @@ except ModuleNotFoundError:  # run as a script: python bench/overhead.py
     import _stack  # type: ignore[no-redef]
 
 KEY = "overhead"
-TARGET_P50_RATIO = 1.2
+RTTS_MS = (0, 50)
 FIRST_DIALOG = 100_001
-MINIMAL_CHAT_ID = 90_001  # the one dialog the minimal bot moves back and forth
 REPLY_TIMEOUT_S = 15.0
-DEADLINE_S = 150.0  # the whole measurement; a bot that stops answering ends it early
 PERIOD_S = 0.05  # one command every 50 ms: under the bot's own 28 messages a second
 SUPERVISORS = 40  # in turn: each private chat gets a command every 2 s, under 1 a second
 FIRST_SUPERVISOR = 7_000_001
+SCRIPT = Path(__file__).resolve()
 
 
 @dataclass
@@ -64,20 +75,50 @@ class Side:
     ok: Callable[[SentMessage], bool]
     samples: list[float] = field(default_factory=list)
     failed: int = 0
-    sent: int = 0
 
 
-def minimal_dispatcher(transfer_url: str) -> Dispatcher:
-    """The baseline bot: one handler, one POST, one fixed reply."""
-    router = Router(name="minimal")
-    targets = itertools.cycle((_stack.ANNA, _stack.BOB))
+class BaselineStore:
+    """One table in a file-backed SQLite database, WAL as deployed, written off the loop."""
+
+    def __init__(self, path: Path) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline-db")
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS moves (at REAL, chat INTEGER, target TEXT)")
+
+    async def record(self, chat: int, target: str) -> None:
+        """One row, committed (autocommit) before the reply."""
+
+        def write() -> None:
+            self._db.execute("INSERT INTO moves VALUES (?, ?, ?)", (time.time(), chat, target))
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, write)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._db.close()
+
+
+def baseline_dispatcher(portal_url: str, directory: Directory) -> Dispatcher:
+    """The fair baseline: same parse, same batched transfer + look, same storage kind."""
+    router = Router(name="baseline")
 
     @router.message(Command("transfer"))
-    async def transfer(message: Message, http: aiohttp.ClientSession) -> None:
-        payload = {"CHAT_ID": MINIMAL_CHAT_ID, "USER_ID": next(targets)}
-        async with http.post(transfer_url, json=payload) as response:
-            await response.read()
-        await message.answer("Done")
+    async def transfer(
+        message: Message, command: CommandObject, http: aiohttp.ClientSession, store: BaselineStore
+    ) -> None:
+        parsed = parse_transfer(command.args)
+        target = directory.resolve(" ".join(parsed.words))
+        chat = parsed.dialogs[0].number
+        key = "USER_ID" if target.kind is Kind.OPERATOR else "QUEUE_ID"
+        calls = [
+            ("imopenlines.operator.transfer", {"CHAT_ID": chat, key: target.bitrix_id}),
+            ("imopenlines.dialog.get", {"CHAT_ID": chat}),
+        ]
+        async with http.post(f"{portal_url}batch.json", json=batch_params(calls)) as response:
+            await response.json()
+        await store.record(chat, target.name)
+        await message.answer("✅ Done")
 
     dispatcher = Dispatcher()
     dispatcher.include_router(router)
@@ -112,6 +153,10 @@ def supervisor(n: int) -> int:
     return FIRST_SUPERVISOR + n % SUPERVISORS
 
 
+def target_word(n: int) -> str:
+    return "@anna" if n % 2 == 0 else "@bob"
+
+
 async def _one(side: Side, clock: ReplyClock, n: int, *, keep: bool) -> None:
     user = supervisor(n)
     reply = clock.expect(user)
@@ -122,149 +167,198 @@ async def _one(side: Side, clock: ReplyClock, n: int, *, keep: bool) -> None:
     except TimeoutError:
         side.failed += 1
         return
-    side.sent += 1
     if not side.ok(message):
         side.failed += 1
     if keep:
         side.samples.append((arrived - started) * 1000)
 
 
-async def run(quick: bool = False) -> dict[str, Any]:
-    """Measure; returns the figures (the ``overhead`` entry of results.json)."""
-    rounds, per_round, warmup = (2, 15, 5) if quick else (5, 60, 15)
-    commands = rounds * per_round + warmup
-    dialogs = _stack.guest_dialogs(FIRST_DIALOG, commands)
-    dialogs += _stack.guest_dialogs(MINIMAL_CHAT_ID, 1)
-    portal = _stack.make_portal(dialogs)
+async def one_run(rtt_ms: int, rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
+    """Both bots on one portal answering after ``rtt_ms``; ours / baseline p50 and p99."""
+    per_bot = rounds * per_round + warmup
+    ours_first, base_first = FIRST_DIALOG, FIRST_DIALOG + per_bot
+    portal = _stack.make_portal(
+        _stack.guest_dialogs(FIRST_DIALOG, 2 * per_bot), latency_s=rtt_ms / 1000
+    )
     supervisors = [(supervisor(i), f"S{i}") for i in range(SUPERVISORS)]
     yaml_text = _stack.config_yaml(supervisors=supervisors, announce_to=None)
-    started = time.perf_counter()
-    with _stack.LogTally() as tally:
-        async with _stack.running_stack(yaml_text, portal=portal) as stack:
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as folder:
+        env = {"STORAGE_PATH": str(Path(folder) / "handoff.sqlite3")}
+        async with _stack.running_stack(yaml_text, portal=portal, env=env) as stack:
             ours = Side(
                 "ours",
                 stack.telegram,
-                lambda n: f"/transfer {FIRST_DIALOG + n} {'@anna' if n % 2 == 0 else '@bob'}",
+                lambda n: f"/transfer {ours_first + n} {target_word(n)}",
                 lambda m: m.plain_text.startswith("✅"),
             )
-            async with (
-                FakeTelegram(_stack.TOKEN, bot_username="minimal_bench_bot") as fake,
-                aiohttp.ClientSession() as http,
-            ):
-                minimal = Side("minimal", fake, lambda n: "/transfer", lambda m: True)
-                bot = fake.make_bot()
-                dispatcher = minimal_dispatcher(f"{portal.url}imopenlines.operator.transfer.json")
-                async with _stack.polling(dispatcher, bot, fake, http=http):
-                    clocks = {
-                        "ours": ReplyClock(ours.telegram),
-                        "minimal": ReplyClock(minimal.telegram),
-                    }
-                    counters = {"ours": itertools.count(), "minimal": itertools.count()}
-                    loop = asyncio.get_running_loop()
-
-                    deadline = loop.time() + (DEADLINE_S / 5 if quick else DEADLINE_S)
-
-                    async def block(side: Side, count: int, keep: bool) -> None:
-                        for _ in range(count):
-                            if loop.time() > deadline:
-                                return
-                            n = next(counters[side.name])
-                            next_at = loop.time() + PERIOD_S
-                            await _one(side, clocks[side.name], n, keep=keep)
-                            await asyncio.sleep(max(0.0, next_at - loop.time()))
-
-                    for side in (ours, minimal):
-                        await block(side, warmup, keep=False)
-                    round_ratios = []
-                    for r in range(rounds):
-                        order = (ours, minimal) if r % 2 == 0 else (minimal, ours)
-                        before = {s.name: len(s.samples) for s in (ours, minimal)}
-                        for side in order:
-                            await block(side, per_round, keep=True)
-                        p50 = {
-                            s.name: _stack.median(s.samples[before[s.name] :])
-                            for s in (ours, minimal)
-                        }
-                        round_ratios.append(_stack.ratio(p50["ours"], p50["minimal"]))
+            store = BaselineStore(Path(folder) / "baseline.sqlite3")
+            try:
+                async with (
+                    FakeTelegram(_stack.TOKEN, bot_username="baseline_bench_bot") as fake,
+                    aiohttp.ClientSession() as http,
+                ):
+                    base = Side(
+                        "baseline",
+                        fake,
+                        lambda n: f"/transfer {base_first + n} {target_word(n)}",
+                        lambda m: m.plain_text.startswith("✅"),
+                    )
+                    dispatcher = baseline_dispatcher(
+                        portal.url, Directory.from_config(stack.config)
+                    )
+                    async with _stack.polling(
+                        dispatcher, fake.make_bot(), fake, http=http, store=store
+                    ):
+                        await _alternate(ours, base, rounds, per_round, warmup)
+            finally:
+                store.close()
             await stack.settle(10)
-            transfers = portal.calls_to("imopenlines.operator.transfer")
-            real = sum(1 for c in transfers if c.status == 200)
-            ours_calls = sum(1 for c in portal.calls if c.params.get("CHAT_ID") != MINIMAL_CHAT_ID)
-            looked_at = {
-                c.params.get("CHAT_ID"): c.at for c in portal.calls_to("imopenlines.dialog.get")
-            }
-            look_ms = [
-                (c.at - looked_at[c.params["CHAT_ID"]]) * 1000
-                for c in transfers
-                if c.params.get("CHAT_ID") in looked_at
-            ]
-    seconds = time.perf_counter() - started
-
-    figures: dict[str, Any] = {
-        "p50_ratio": _stack.ratio(_stack.median(ours.samples), _stack.median(minimal.samples)),
-        "p99_ratio": _stack.ratio(
-            _stack.percentile(ours.samples, 99), _stack.percentile(minimal.samples, 99)
-        ),
-        "samples": min(len(ours.samples), len(minimal.samples)),
-        "ours_p50_ms": round(_stack.median(ours.samples), 3),
-        "ours_p99_ms": round(_stack.percentile(ours.samples, 99), 3),
-        "minimal_p50_ms": round(_stack.median(minimal.samples), 3),
-        "minimal_p99_ms": round(_stack.percentile(minimal.samples, 99), 3),
-        "round_p50_ratios": round_ratios,
-        "rounds": rounds,
-        "per_round": per_round,
-        "warmup": warmup,
-        "period_ms": PERIOD_S * 1000,
-        "supervisors": SUPERVISORS,
-        "failed": ours.failed + minimal.failed,
-        "complete": len(ours.samples) == len(minimal.samples) == rounds * per_round,
-        "portal_transfers_ok": real,
-        "portal_transfers": len(transfers),
-        "ours_rest_calls_per_command": round(ours_calls / max(1, ours.sent), 2),
-        "ours_look_ms": round(_stack.median(look_ms), 3),
-        "warnings": sum(tally.counts.values()),
-        "target_p50_ratio": TARGET_P50_RATIO,
-        "seconds": round(seconds, 1),
+    return {
+        "ours_p50_ms": _stack.median(ours.samples),
+        "baseline_p50_ms": _stack.median(base.samples),
+        "ours_p99_ms": _stack.percentile(ours.samples, 99),
+        "baseline_p99_ms": _stack.percentile(base.samples, 99),
+        "samples": min(len(ours.samples), len(base.samples)),
+        "failed": ours.failed + base.failed,
     }
-    _print(figures, tally)
+
+
+async def _alternate(ours: Side, base: Side, rounds: int, per_round: int, warmup: int) -> None:
+    clocks = {side.name: ReplyClock(side.telegram) for side in (ours, base)}
+    counters = {side.name: itertools.count() for side in (ours, base)}
+    loop = asyncio.get_running_loop()
+
+    async def block(side: Side, count: int, keep: bool) -> None:
+        for _ in range(count):
+            n = next(counters[side.name])
+            next_at = loop.time() + PERIOD_S
+            await _one(side, clocks[side.name], n, keep=keep)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    for side in (ours, base):
+        await block(side, warmup, keep=False)
+    for r in range(rounds):
+        for side in (ours, base) if r % 2 == 0 else (base, ours):
+            await block(side, per_round, keep=True)
+
+
+# --------------------------------------------------------------------------------------------
+# fsyncs: the bot as its own process under strace
+# --------------------------------------------------------------------------------------------
+
+
+async def fsync_child(commands: int) -> None:
+    """In a child process (under strace): our bot with file storage, ``commands`` transfers."""
+    portal = _stack.make_portal(_stack.guest_dialogs(FIRST_DIALOG, max(1, commands)))
+    supervisors = [(supervisor(i), f"S{i}") for i in range(SUPERVISORS)]
+    yaml_text = _stack.config_yaml(supervisors=supervisors, announce_to=None)
+    with tempfile.TemporaryDirectory(prefix="bench-fsync-") as folder:
+        env = {"STORAGE_PATH": str(Path(folder) / "handoff.sqlite3")}
+        async with _stack.running_stack(yaml_text, portal=portal, env=env) as stack:
+            tg = stack.telegram
+            for n in range(commands):
+                user = supervisor(n)
+                before = len(tg.messages_to(user))
+                tg.send_message(f"/transfer {FIRST_DIALOG + n} {target_word(n)}", user_id=user)
+                await tg.wait_for(lambda u=user, b=before: len(tg.messages_to(u)) > b, timeout=15)
+                await asyncio.sleep(PERIOD_S)
+            await stack.settle(10)
+            moved = sum(1 for d in portal.dialogs.values() if d.owner in (_stack.ANNA, _stack.BOB))
+    print(f"moved {moved}")
+
+
+_STRACE_CALLS = re.compile(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(fdatasync|fsync)$")
+
+
+def _strace_count(commands: int) -> int:
+    """fdatasync + fsync calls of a child that handles ``commands`` transfers."""
+    with tempfile.NamedTemporaryFile(prefix="bench-strace-", suffix=".txt") as out:
+        subprocess.run(
+            [
+                "strace",
+                "-f",
+                "-c",
+                "-e",
+                "trace=fdatasync,fsync",
+                "-o",
+                out.name,
+                sys.executable,
+                str(SCRIPT),
+                "--fsync-child",
+                str(commands),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+            cwd=SCRIPT.parent.parent,
+        )
+        text = Path(out.name).read_text(encoding="utf-8")
+    return sum(
+        int(m.group(1)) for line in text.splitlines() if (m := _STRACE_CALLS.match(line.strip()))
+    )
+
+
+async def fsyncs_per_command(commands: int) -> dict[str, Any]:
+    """(calls with ``commands`` - calls with none) / ``commands``; None without strace."""
+    if shutil.which("strace") is None:
+        return {"fsyncs_per_command": None, "fsyncs_method": "strace not found"}
+    idle, busy = await asyncio.gather(
+        asyncio.to_thread(_strace_count, 0), asyncio.to_thread(_strace_count, commands)
+    )
+    return {
+        "fsyncs_per_command": round((busy - idle) / commands, 2),
+        "fsyncs_method": "strace -f -c -e trace=fdatasync,fsync on the bot's process",
+        "fsyncs_commands": commands,
+        "fsyncs_with_commands": busy,
+        "fsyncs_without": idle,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+
+
+async def run(quick: bool = False, runs: int = 5) -> dict[str, Any]:
+    """Measure; returns the ``overhead`` figures."""
+    started = time.perf_counter()
+    runs = 1 if quick else runs
+    rounds, per_round, warmup = (1, 10, 3) if quick else (2, 30, 10)
+    figures: dict[str, Any] = {}
+    for rtt_ms in RTTS_MS:
+        results = [await one_run(rtt_ms, rounds, per_round, warmup) for _ in range(runs)]
+        figures[f"rtt{rtt_ms}"] = {
+            "p50_ratio": _stack.spread([r["ours_p50_ms"] / r["baseline_p50_ms"] for r in results]),
+            "p99_ratio": _stack.spread([r["ours_p99_ms"] / r["baseline_p99_ms"] for r in results]),
+            "ours_p50_ms": _stack.spread([r["ours_p50_ms"] for r in results]),
+            "baseline_p50_ms": _stack.spread([r["baseline_p50_ms"] for r in results]),
+            "samples_per_run": results[0]["samples"],
+            "failed": sum(r["failed"] for r in results),
+        }
+    figures.update(await fsyncs_per_command(10 if quick else 50))
+    figures["runs"] = runs
+    figures["seconds"] = round(time.perf_counter() - started, 1)
+    _print(figures)
     return figures
 
 
-def _print(f: dict[str, Any], tally: _stack.LogTally) -> None:
+def _print(f: dict[str, Any]) -> None:
     fmt = _stack.fmt
-    print(
-        f"overhead: {f['rounds']} rounds x {f['per_round']} sequential /transfer per bot, "
-        f"one every {f['period_ms']:g} ms from {f['supervisors']} supervisors in turn"
-    )
-    print(f"  {'':8} {'p50 ms':>9} {'p99 ms':>9}")
-    print(f"  {'ours':8} {fmt(f['ours_p50_ms'], 3):>9} {fmt(f['ours_p99_ms'], 3):>9}")
-    print(f"  {'minimal':8} {fmt(f['minimal_p50_ms'], 3):>9} {fmt(f['minimal_p99_ms'], 3):>9}")
-    print(f"  ratio    {fmt(f['p50_ratio']):>9} {fmt(f['p99_ratio']):>9}")
-    print(f"  p50 ratio per round: {', '.join(fmt(r) for r in f['round_p50_ratios'])}")
-    if not f["complete"]:
-        print(f"  INCOMPLETE: the {DEADLINE_S:g} s deadline ended the run early")
-    print(
-        f"  transfers the portal accepted: {f['portal_transfers_ok']}/{f['portal_transfers']}; "
-        f"failed or missing replies: {f['failed']}; warnings logged: {f['warnings']}"
-    )
-    print(
-        f"  REST calls per command: ours {fmt(f['ours_rest_calls_per_command'])} "
-        "(imopenlines.dialog.get, then the transfer), minimal 1; "
-        f"dialog.get to transfer at the portal: {fmt(f['ours_look_ms'], 3)} ms median"
-    )
-    for line in tally.lines(5):
-        print(f"    {line}")
-    met = "met" if f["p50_ratio"] <= TARGET_P50_RATIO else "NOT met"
-    print(
-        f"overhead: p50 ratio {fmt(f['p50_ratio'])} (ours {fmt(f['ours_p50_ms'])} ms vs minimal "
-        f"{fmt(f['minimal_p50_ms'])} ms), p99 ratio {fmt(f['p99_ratio'])}, "
-        f"{f['samples']} samples each; target p50 ratio <= {TARGET_P50_RATIO}: {met} "
-        f"[{f['seconds']} s]"
-    )
+    for rtt_ms in RTTS_MS:
+        r = f[f"rtt{rtt_ms}"]
+        print(
+            f"overhead rtt {rtt_ms} ms: p50 ours {fmt(r['ours_p50_ms']['median'])} ms vs "
+            f"baseline {fmt(r['baseline_p50_ms']['median'])} ms, ratio "
+            f"{fmt(r['p50_ratio']['median'])} ({fmt(r['p50_ratio']['min'])}-"
+            f"{fmt(r['p50_ratio']['max'])}), failed {r['failed']}"
+        )
+    print(f"overhead: fsyncs per command {f['fsyncs_per_command']} ({f['fsyncs_method']})")
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python bench/overhead.py [--quick] [--json]``."""
+    args = argv if argv is not None else sys.argv[1:]
+    if args[:1] == ["--fsync-child"]:
+        asyncio.run(fsync_child(int(args[1])))
+        return
     _stack.cli(run, KEY, __doc__ or KEY, "a small run (a few seconds)", argv)
 
 

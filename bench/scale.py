@@ -1,27 +1,28 @@
-"""Scale: a 10,000-operator directory — config load time, name resolution, peak memory.
+"""Scale: big directories — config parse, "did you mean", a /reload's stall, memory.
 
-* ``load_s``: ``parse_config`` of the generated YAML text (best of 3).
-* ``resolve_us``: ``Directory.resolve`` per call over a mix of known names (keys, aliases,
-  Telegram usernames with and without ``@``, upper case, ``#queue``, ``user:ID``,
-  ``queue:ID``); the median of batches.
-* ``suggest_us``: ``resolve`` of unknown names (typos and gibberish), which computes the
-  "did you mean" suggestions; median per call, after a first miss that builds the spelling
-  index (``suggest_first_ms``, reported apart).
-* Peak RSS (VmHWM) of two child processes, each polling a FakeTelegram of its own for the same
-  time: our bot with the 10k config (and a portal simulator) after handling a few commands,
-  and an idle aiogram bot (a ``Dispatcher`` with no routers).
+* ``n10000.parse_s``, ``n100000.parse_s``: ``parse_config`` of generated YAML text.
+* ``n100000.didyoumean_ms``: ``Directory.resolve`` of an unknown name (a typo), which computes
+  the "did you mean" suggestions; the median per call after a first miss (which may build an
+  index: ``didyoumean_first_ms``).
+* ``n10000.reload_stall_ms``: the running bot, started from a config file of 10k operators,
+  reloads it (``App.reload``, what /reload and SIGHUP do) while a ticker task on the event
+  loop notes how late each 1 ms sleep wakes up: the longest lateness.
+* ``rss_ratio_10k``: peak RSS (VmHWM, read from /proc by the parent) of the bot as its own
+  process (``python -m bot --config …``, 10k operators, after a few commands) over that of a
+  minimal aiogram bot with handlers (``/transfer`` doing one aiohttp POST and replying) as its
+  own process; the fakes run in the parent. Also at 2 operators.
 
     python bench/scale.py [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
+import contextlib
+import os
 import random
-import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ OPERATORS = 10_000
 QUEUES = 50
 FIRST_BITRIX_ID = 100_000
 CHILD_TIMEOUT_S = 120.0
+MISSES = 16  # did-you-mean look-ups a run (a scan of 100k names takes a while each)
 SUPERVISOR_IDS = tuple(range(7_100_001, 7_100_007))
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parent.parent
@@ -100,302 +102,274 @@ def generate(operators: int = OPERATORS, queues: int = QUEUES, seed: int = 7) ->
 
 
 # --------------------------------------------------------------------------------------------
-# In process: load and resolve
+# In process: parse, did-you-mean
 # --------------------------------------------------------------------------------------------
 
 
-def measure_in_process(operators: int, *, repeats: int, batches: int) -> dict[str, Any]:
-    """Load, resolve and suggest timings, in this process."""
-    from bot.directory import Directory, Kind, ResolveError, UnknownName
-    from bot.messages import Messages
-    from bot.replies import Replies, split_message
-
+def _yaml(roster: Roster) -> str:
     stack = _lib()
-    roster = generate(operators)
-    yaml_text = stack.config_yaml(
-        supervisors=[(i, f"S{i}") for i in SUPERVISOR_IDS],
-        announce_to=stack.TEAM_CHAT,
-        operators=roster.operators_yaml,
-        queues=roster.queues_yaml,
+    return str(
+        stack.config_yaml(
+            supervisors=[(i, f"S{i}") for i in SUPERVISOR_IDS],
+            announce_to=stack.TEAM_CHAT,
+            operators=roster.operators_yaml,
+            queues=roster.queues_yaml,
+        )
     )
-    env = {
-        "BITRIX24_WEBHOOK_URL": "http://127.0.0.1:9/rest/1/code/",
-        "TELEGRAM_BOT_TOKEN": stack.TOKEN,
-    }
+
+
+_ENV = {
+    "BITRIX24_WEBHOOK_URL": "http://127.0.0.1:9/rest/1/code/",
+    "TELEGRAM_BOT_TOKEN": "4242:bench-token-for-the-fake-bot-api",
+}
+
+
+def parse_seconds(yaml_text: str) -> float:
+    """One ``parse_config`` of ``yaml_text``."""
     from bot.config import parse_config
 
-    loads = []
-    config = None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        config = parse_config(yaml_text, env, source="scale config")
-        loads.append(time.perf_counter() - started)
-    assert config is not None and len(config.operators) == operators
-
     started = time.perf_counter()
+    parse_config(yaml_text, _ENV, source="scale config")
+    return time.perf_counter() - started
+
+
+def didyoumean(config: Any, unknown: list[str]) -> tuple[float, float]:
+    """(first miss ms, median ms per miss after it) in a fresh directory of ``config``."""
+    from bot.directory import Directory, ResolveError
+
     directory = Directory.from_config(config)
-    directory_ms = (time.perf_counter() - started) * 1000
 
-    for name in roster.known[:50]:  # each must resolve: the mix is of known names only
-        directory.resolve(name)
-    per_call = []
-    for _ in range(batches):
+    def miss(name: str) -> float:
         started = time.perf_counter()
-        for name in roster.known:
+        with contextlib.suppress(ResolveError):
             directory.resolve(name)
-        per_call.append((time.perf_counter() - started) / len(roster.known) * 1e6)
+        return (time.perf_counter() - started) * 1000
 
-    def miss(name: str) -> int:
-        """How many suggestions ``resolve`` made for ``name`` (-1: it was not a miss)."""
-        try:
-            directory.resolve(name)
-        except UnknownName as err:
-            return len(err.candidates)
-        except ResolveError:
-            return -1
-        return -1
-
-    started = time.perf_counter()
-    miss(roster.unknown[0])  # builds the spelling index
-    suggest_first_ms = (time.perf_counter() - started) * 1000
-    unknown = roster.unknown[1 : 1 + (15 if repeats == 1 else 60)]
-    suggest = []
-    misses = found = 0
-    for name in unknown:
-        started = time.perf_counter()
-        candidates = miss(name)
-        suggest.append((time.perf_counter() - started) * 1e6)
-        misses += candidates >= 0
-        found += candidates > 0
-
-    replies = Replies(Messages(config.messages, config.admin_contact), directory)
-    started = time.perf_counter()
-    listing = split_message(replies.listing(Kind.OPERATOR, "en"))
-    listing_ms = (time.perf_counter() - started) * 1000
-
-    return {
-        "load_s": round(min(loads), 3),
-        "load_runs_s": [round(x, 3) for x in loads],
-        "directory_build_ms": round(directory_ms, 1),
-        "resolve_us": round(statistics.median(per_call), 2),
-        "resolve_names": len(roster.known),
-        "resolve_batches": batches,
-        "suggest_us": round(statistics.median(suggest), 1),
-        "suggest_p90_us": round(stack.percentile(suggest, 90), 1),
-        "suggest_first_ms": round(suggest_first_ms, 1),
-        "suggest_calls": len(suggest),
-        "suggest_with_candidates": found,
-        "suggest_misses": misses,
-        "operators_listing_messages": len(listing),
-        "operators_listing_ms": round(listing_ms, 1),
-        "config_kib": round(len(yaml_text.encode()) / 1024, 1),
-    }
+    first = miss(unknown[0])
+    return first, _lib().median([miss(name) for name in unknown[1:MISSES]])
 
 
 # --------------------------------------------------------------------------------------------
-# Child processes: peak RSS
+# /reload at 10k: the event loop's longest stall
 # --------------------------------------------------------------------------------------------
 
-IDLE_CHILD = """
-import asyncio, json, sys
-from aiogram import Dispatcher
-from bot.sandbox.telegram import FakeTelegram
 
-def status(field):
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
-    return None
+async def reload_stall_ms(operators: int) -> float:
+    """The longest lateness of a 1 ms ticker while the running bot reloads its config."""
+    stack = _lib()
+    from bot.app import build_app, build_bot
+    from bot.config import load_config
+    from bot.sandbox.telegram import FakeTelegram
 
-async def main(seconds):
-    async with FakeTelegram() as fake:
-        bot = fake.make_bot()
-        dispatcher = Dispatcher()
-        task = asyncio.create_task(
-            dispatcher.start_polling(bot, handle_signals=False, polling_timeout=10)
-        )
-        await fake.wait_for(lambda: bool(fake.calls_to("getUpdates")), timeout=15)
-        await asyncio.sleep(seconds)
-        await dispatcher.stop_polling()
-        await task
-    print(json.dumps({"peak_rss_mib": status("VmHWM"), "rss_mib": status("VmRSS")}))
+    yaml_text = _yaml(generate(operators))
+    portal = stack.make_portal()
+    with tempfile.TemporaryDirectory(prefix="bench-reload-") as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(yaml_text, encoding="utf-8")
+        async with portal, FakeTelegram(stack.TOKEN, bot_username="reload_bench_bot") as tg:
+            env = {
+                "BITRIX24_WEBHOOK_URL": portal.url,
+                "TELEGRAM_BOT_TOKEN": stack.TOKEN,
+                "TELEGRAM_API_URL": tg.base_url,
+                "STORAGE_PATH": str(Path(folder) / "handoff.sqlite3"),
+            }
+            config = load_config(path, env)
+            app = build_app(config, path=path, env=env)
+            try:
+                async with stack.polling(app.dispatcher, build_bot(config), tg):
+                    worst = 0.0
+                    done = asyncio.Event()
 
-asyncio.run(main(float(sys.argv[1])))
+                    async def ticker() -> None:
+                        nonlocal worst
+                        loop = asyncio.get_running_loop()
+                        while not done.is_set():
+                            before = loop.time()
+                            await asyncio.sleep(0.001)
+                            worst = max(worst, loop.time() - before - 0.001)
+
+                    task = asyncio.create_task(ticker())
+                    await asyncio.sleep(0.05)
+                    worst = 0.0
+                    await app.reload()
+                    await asyncio.sleep(0.05)
+                    done.set()
+                    await task
+            finally:
+                await app.close()
+    return worst * 1000
+
+
+# --------------------------------------------------------------------------------------------
+# Memory: the bot as its own process against a minimal bot with handlers
+# --------------------------------------------------------------------------------------------
+
+MINIMAL_BOT = """
+import asyncio, sys
+import aiohttp
+from aiogram import Bot, Dispatcher, Router
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.filters import Command, CommandObject
+from aiogram.types import Message
+
+api_url, token, portal_url = sys.argv[1:4]
+router = Router()
+
+@router.message(Command("start"))
+async def start(message: Message) -> None:
+    await message.answer("Hi")
+
+@router.message(Command("transfer"))
+async def transfer(message: Message, command: CommandObject, http: aiohttp.ClientSession) -> None:
+    dialog, who = (command.args or "0 @x").split()[:2]
+    params = {"CHAT_ID": int(dialog), "USER_ID": 15}
+    async with http.post(portal_url + "imopenlines.operator.transfer.json", json=params) as r:
+        await r.json(content_type=None)
+    await message.answer(f"Moved {dialog} to {who}")
+
+async def main() -> None:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_url))
+    bot = Bot(token, session=session)
+    dispatcher = Dispatcher()
+    dispatcher.include_router(router)
+    async with aiohttp.ClientSession() as http:
+        await dispatcher.start_polling(bot, polling_timeout=1, http=http)
+
+asyncio.run(main())
 """
 
 
-async def child_ours(operators: int, seconds: float) -> dict[str, Any]:
-    """Our bot with the big config, a few commands, then polling for ``seconds``."""
+def _vm_hwm_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+async def peak_rss_mib(kind: str, operators: int) -> float:
+    """Peak RSS of ``kind`` ("ours" or "minimal") as its own process, after a few commands."""
     stack = _lib()
     from bot.sandbox.portal import SimOperator
+    from bot.sandbox.telegram import FakeTelegram
 
     roster = generate(operators)
-    yaml_text = stack.config_yaml(
-        supervisors=[(i, f"S{i}") for i in SUPERVISOR_IDS],
-        announce_to=stack.TEAM_CHAT,
-        operators=roster.operators_yaml,
-        queues=roster.queues_yaml,
-    )
-    targets = [0, 1, operators // 2, operators - 2, operators - 1]
-    keys = [roster.keys[i] for i in targets]
-    unknown = roster.unknown[0]
-    del roster
+    yaml_text = _yaml(roster)
+    keys = [roster.keys[i] for i in (0, operators // 2, operators - 1)]
     portal = stack.make_portal(
-        stack.guest_dialogs(200_001, len(targets)),
+        stack.guest_dialogs(200_001, len(keys)),
         operators=[SimOperator(stack.IRINA, "Irina Volkova")]
-        + [SimOperator(FIRST_BITRIX_ID + i, f"Operator {i}") for i in targets],
+        + [SimOperator(FIRST_BITRIX_ID + i, f"Operator {i}") for i in range(min(operators, 3))],
     )
-    handled = 0
-    async with stack.running_stack(yaml_text, portal=portal) as running:
-        del yaml_text
-        tg = running.telegram
-        commands = [f"/transfer {200_001 + n} @{key}" for n, key in enumerate(keys)]
-        commands.append(f"/transfer 200001 {unknown}")  # "did you mean": the spelling index
-        for n, text in enumerate(commands):
-            tg.send_message(text, user_id=SUPERVISOR_IDS[n % len(SUPERVISOR_IDS)])
-        await tg.wait_for(
-            lambda: sum(len(tg.messages_to(u)) for u in SUPERVISOR_IDS) >= len(commands),
-            timeout=30,
-            interval=0.1,
-        )
-        await running.settle(30)
-        handled = sum(len(tg.messages_to(u)) for u in SUPERVISOR_IDS)
-        moved = sum(1 for c in portal.calls_to("imopenlines.operator.transfer") if c.status == 200)
-        await asyncio.sleep(seconds)
-        peak, rss = stack.peak_rss_mib(), stack.rss_mib()
-    return {
-        "peak_rss_mib": peak,
-        "rss_mib": rss,
-        "commands": len(commands),
-        "replies": handled,
-        "moved": moved,
-    }
-
-
-Child = tuple[list[str], asyncio.subprocess.Process]
-
-
-async def _start(args: list[str]) -> Child:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=str(ROOT),
-    )
-    return args, process
-
-
-async def _result(child: Child) -> dict[str, Any]:
-    args, process = child
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), CHILD_TIMEOUT_S)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise RuntimeError(f"child {args[:3]} took longer than {CHILD_TIMEOUT_S:g} s") from None
-    lines = out.decode().strip().splitlines()
-    if process.returncode != 0 or not lines:
-        raise RuntimeError(
-            f"child {args[:3]} failed ({process.returncode}): {err.decode()[-2000:]}"
-        )
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
-async def start_children(operators: int, seconds: float) -> tuple[Child, Child]:
-    """Two children, started at once (peak memory does not care, and each spends seconds
-    importing aiogram): our bot with the big config, and an idle aiogram bot."""
-    args = ["--child", "ours", "--operators", str(operators), "--seconds", str(seconds)]
-    ours = await _start([str(SCRIPT), *args])
-    idle = await _start(["-c", IDLE_CHILD, str(seconds)])
-    return ours, idle
-
-
-async def children_rss(children: tuple[Child, Child]) -> dict[str, Any]:
-    """What the children report: peak RSS and what the bot did."""
-    ours, idle = await asyncio.gather(*(_result(child) for child in children))
-    return {"ours": ours, "idle": idle}
+    with tempfile.TemporaryDirectory(prefix="bench-rss-") as folder:
+        async with portal, FakeTelegram(stack.TOKEN, bot_username="rss_bench_bot") as tg:
+            api_url = tg.base_url
+            if kind == "ours":
+                path = Path(folder) / "config.yaml"
+                path.write_text(yaml_text, encoding="utf-8")
+                env = {
+                    **os.environ,
+                    "BITRIX24_WEBHOOK_URL": portal.url,
+                    "TELEGRAM_BOT_TOKEN": stack.TOKEN,
+                    "TELEGRAM_API_URL": api_url,
+                    "STORAGE_PATH": str(Path(folder) / "handoff.sqlite3"),
+                }
+                args = ["-m", "bot", "--config", str(path), "--log-level", "WARNING"]
+            else:
+                env = dict(os.environ)
+                args = ["-c", MINIMAL_BOT, api_url, stack.TOKEN, portal.url]
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *args,
+                env=env,
+                cwd=str(ROOT),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                await tg.wait_for(
+                    lambda: bool(tg.calls_to("getUpdates")), timeout=CHILD_TIMEOUT_S, interval=0.1
+                )
+                user = SUPERVISOR_IDS[0]
+                for n, key in enumerate(keys):
+                    tg.send_message(f"/transfer {200_001 + n} @{key}", user_id=user)
+                await tg.wait_for(
+                    lambda: len(tg.messages_to(user)) >= len(keys), timeout=60, interval=0.1
+                )
+                await asyncio.sleep(1.0)
+                return _vm_hwm_mib(process.pid)
+            finally:
+                process.terminate()
+                try:
+                    await asyncio.wait_for(process.wait(), 40)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
 
 
 # --------------------------------------------------------------------------------------------
 
 
-async def run(quick: bool = False) -> dict[str, Any]:
-    """Measure; returns the figures (the ``scale`` entry of results.json)."""
+async def run(quick: bool = False, runs: int = 5) -> dict[str, Any]:
+    """Measure; returns the ``scale`` figures."""
     stack = _lib()
     started = time.perf_counter()
-    operators = 1_000 if quick else OPERATORS
-    seconds = 0.5 if quick else 2.0
-    # a quick run overlaps the children with the timings (which then mean little); a full
-    # run keeps the timings alone on the machine
-    children = await start_children(operators, seconds) if quick else None
-    timings = measure_in_process(operators, repeats=1 if quick else 3, batches=5 if quick else 20)
-    rss = await children_rss(children or await start_children(operators, seconds))
-    ours_mib, idle_mib = rss["ours"]["peak_rss_mib"], rss["idle"]["peak_rss_mib"]
+    runs = 1 if quick else runs
+    small, big = (1_000, 3_000) if quick else (10_000, 100_000)
+    rosters = {small: generate(small), big: generate(big)}
+    texts = {n: _yaml(r) for n, r in rosters.items()}
+    parse = {n: [parse_seconds(texts[n]) for _ in range(runs)] for n in (small, big)}
+    from bot.config import parse_config
+
+    big_config = parse_config(texts[big], _ENV, source="scale config")
+    misses = [didyoumean(big_config, rosters[big].unknown) for _ in range(runs)]
+    del big_config
+    del rosters, texts
+    stalls = [await reload_stall_ms(small) for _ in range(runs)]
+    rss: dict[str, list[float]] = {}
+    for kind, operators in (("minimal", 2), ("ours", 2), ("ours", small)):
+        rss[f"{kind}_{operators}"] = [await peak_rss_mib(kind, operators) for _ in range(runs)]
+    ratios = [o / m for o, m in zip(rss[f"ours_{small}"], rss["minimal_2"], strict=True)]
+    ratios_2 = [o / m for o, m in zip(rss["ours_2"], rss["minimal_2"], strict=True)]
     figures: dict[str, Any] = {
-        "operators": operators,
-        "queues": QUEUES,
-        **timings,
-        "rss_ratio_vs_idle": stack.ratio(ours_mib, idle_mib),
-        "ours_peak_rss_mib": ours_mib,
-        "idle_peak_rss_mib": idle_mib,
-        "ours_rss_after_mib": rss["ours"]["rss_mib"],
-        "idle_rss_after_mib": rss["idle"]["rss_mib"],
-        "child_commands": rss["ours"]["commands"],
-        "child_replies": rss["ours"]["replies"],
-        "child_transfers": rss["ours"]["moved"],
-        "polling_s": seconds,
+        "n10000": {
+            "operators": small,
+            "parse_s": stack.spread(parse[small]),
+            "reload_stall_ms": stack.spread(stalls, 1),
+            "peak_rss_mib": stack.spread(rss[f"ours_{small}"], 1),
+        },
+        "n100000": {
+            "operators": big,
+            "parse_s": stack.spread(parse[big]),
+            "didyoumean_ms": stack.spread([m for _, m in misses]),
+            "didyoumean_first_ms": stack.spread([f for f, _ in misses], 1),
+        },
+        "rss_ratio_10k": stack.spread(ratios),
+        "rss_ratio_2": stack.spread(ratios_2),
+        "minimal_peak_rss_mib": stack.spread(rss["minimal_2"], 1),
+        "ours_2_peak_rss_mib": stack.spread(rss["ours_2"], 1),
+        "runs": runs,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    _print(figures)
+    fmt = stack.fmt
+    print(
+        f"scale: parse {small} {fmt(figures['n10000']['parse_s']['median'], 3)} s, {big} "
+        f"{fmt(figures['n100000']['parse_s']['median'], 3)} s; did-you-mean at {big} "
+        f"{fmt(figures['n100000']['didyoumean_ms']['median'], 3)} ms; reload stall at {small} "
+        f"{fmt(figures['n10000']['reload_stall_ms']['median'], 1)} ms"
+    )
+    print(
+        f"scale: peak RSS ours {fmt(figures['n10000']['peak_rss_mib']['median'], 1)} MiB at "
+        f"{small}, {fmt(figures['ours_2_peak_rss_mib']['median'], 1)} MiB at 2; minimal bot "
+        f"{fmt(figures['minimal_peak_rss_mib']['median'], 1)} MiB; ratio "
+        f"{fmt(figures['rss_ratio_10k']['median'])} [{figures['seconds']} s]"
+    )
     return figures
 
 
-def _print(f: dict[str, Any]) -> None:
-    fmt = _lib().fmt
-    print(f"scale: {f['operators']} operators, {f['queues']} queues ({f['config_kib']} KiB YAML)")
-    print(
-        f"  parse_config        {fmt(f['load_s'], 3)} s best "
-        f"(runs: {', '.join(fmt(x, 3) for x in f['load_runs_s'])})"
-    )
-    print(f"  Directory build     {fmt(f['directory_build_ms'], 1)} ms")
-    print(
-        f"  resolve (known)     {fmt(f['resolve_us'])} us/call "
-        f"(median of {f['resolve_batches']} batches x {f['resolve_names']} names)"
-    )
-    print(
-        f"  resolve (unknown)   {fmt(f['suggest_us'], 0)} us/call median, "
-        f"p90 {fmt(f['suggest_p90_us'], 0)} us, over {f['suggest_calls']} names "
-        f"({f['suggest_misses']} misses, {f['suggest_with_candidates']} with suggestions); "
-        "first miss "
-        f"{fmt(f['suggest_first_ms'], 1)} ms (builds the index)"
-    )
-    print(
-        f"  /operators listing  {f['operators_listing_messages']} Telegram messages "
-        f"(rendered in {fmt(f['operators_listing_ms'], 1)} ms)"
-    )
-    print(
-        f"  peak RSS            ours {fmt(f['ours_peak_rss_mib'], 1)} MiB, idle aiogram bot "
-        f"{fmt(f['idle_peak_rss_mib'], 1)} MiB, ratio {fmt(f['rss_ratio_vs_idle'])} "
-        f"(after {f['child_replies']}/{f['child_commands']} commands, "
-        f"{f['polling_s']:g} s polling)"
-    )
-    print(
-        f"  RSS at the end      ours {fmt(f['ours_rss_after_mib'], 1)} MiB, idle "
-        f"{fmt(f['idle_rss_after_mib'], 1)} MiB"
-    )
-    print(
-        f"scale: {f['operators']} operators load in {fmt(f['load_s'], 2)} s, resolve "
-        f"{fmt(f['resolve_us'])} us, suggest {fmt(f['suggest_us'], 0)} us, peak RSS "
-        f"{fmt(f['ours_peak_rss_mib'], 1)} MiB = {fmt(f['rss_ratio_vs_idle'])}x an idle bot "
-        f"[{f['seconds']} s]"
-    )
-
-
 def _lib() -> Any:
-    """bench/_stack.py, imported on first use (the idle child must not load the bot)."""
+    """bench/_stack.py, imported on first use."""
     try:
         from bench import _stack
     except ModuleNotFoundError:  # run as a script: python bench/scale.py
@@ -404,19 +378,8 @@ def _lib() -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a small run (a few seconds)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
-    parser.add_argument("--child", choices=["ours"], help=argparse.SUPPRESS)
-    parser.add_argument("--operators", type=int, default=OPERATORS, help=argparse.SUPPRESS)
-    parser.add_argument("--seconds", type=float, default=2.0, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child == "ours":
-        print(json.dumps(asyncio.run(child_ours(args.operators, args.seconds))))
-        return
-    figures = asyncio.run(run(quick=args.quick))
-    if args.json:
-        print(json.dumps({KEY: figures}, ensure_ascii=False))
+    """``python bench/scale.py [--quick] [--json]``."""
+    _lib().cli(run, KEY, __doc__ or KEY, "1k/3k operators, one run", argv)
 
 
 if __name__ == "__main__":
