@@ -77,8 +77,8 @@ async def traced_bot(
         try:
             yield Traced(bot, trace)
         finally:  # the bot itself, not strace: then strace ends with it
-            children = Path(f"/proc/{bot.process.pid}/task/{bot.process.pid}/children")
-            for pid in children.read_text().split():
+            children = f"/proc/{bot.process.pid}/task/{bot.process.pid}/children"
+            for pid in (await asyncio.to_thread(Path(children).read_text)).split():
                 os.kill(int(pid), signal.SIGTERM)
             assert await bot.finish() == 0, bot.stderr[-3000:]
 
@@ -87,23 +87,24 @@ async def one_command(telegram: FakeTelegram, i: int) -> float:
     """Supervisor ``i`` transfers their dialog and waits for the answer; returns seconds."""
     started = time.perf_counter()
     telegram.send_message(f"/transfer {FIRST + i} @anna", user_id=CROWD + i)
-    await telegram.wait_for(lambda: bool(telegram.messages_to(CROWD + i)), timeout=30, interval=0.001)
+    answered = lambda: bool(telegram.messages_to(CROWD + i))  # noqa: E731
+    await telegram.wait_for(answered, timeout=30, interval=0.001)
     return time.perf_counter() - started
 
 
 async def test_a_burst_of_commands_costs_at_most_one_sync_each(tmp_path: Path) -> None:
     portal = portal_with_dialogs()
     burst = COMMANDS - 1
-    async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        async with traced_bot(tmp_path, portal, telegram) as traced:
-            before = traced.syncs()
-            for i in range(burst):  # all at once: they arrive together, as a burst does
-                telegram.send_message(f"/transfer {FIRST + i} @anna", user_id=CROWD + i)
-            await telegram.wait_for(
-                lambda: all(telegram.messages_to(CROWD + i) for i in range(burst)), timeout=60
-            )
-            await asyncio.sleep(0.5)  # anything written after the answers counts too
-            syncs = traced.syncs() - before
+    telegram = FakeTelegram(TOKEN, bot_username="handoff_test_bot")
+    async with portal, telegram, traced_bot(tmp_path, portal, telegram) as traced:
+        before = traced.syncs()
+        for i in range(burst):  # all at once: they arrive together, as a burst does
+            telegram.send_message(f"/transfer {FIRST + i} @anna", user_id=CROWD + i)
+        await telegram.wait_for(
+            lambda: all(telegram.messages_to(CROWD + i) for i in range(burst)), timeout=60
+        )
+        await asyncio.sleep(0.5)  # anything written after the answers counts too
+        syncs = traced.syncs() - before
     assert all(portal.dialogs[FIRST + i].owner == ANNA for i in range(COMMANDS))
     print(f"{syncs} syncs for a burst of {burst} commands")
     assert 0 < syncs <= burst
@@ -114,15 +115,15 @@ async def test_commands_one_at_a_time_cost_the_sent_mark_and_the_confirmation(
 ) -> None:
     portal = portal_with_dialogs()
     count = 20
-    async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        async with traced_bot(tmp_path, portal, telegram) as traced:
-            before = traced.syncs()
-            latencies = []
-            for i in range(count):
-                latencies.append(await one_command(telegram, i))
-                await asyncio.sleep(max(0.0, PERIOD_S - latencies[-1]))
-            await asyncio.sleep(0.5)
-            syncs = traced.syncs() - before
+    telegram = FakeTelegram(TOKEN, bot_username="handoff_test_bot")
+    async with portal, telegram, traced_bot(tmp_path, portal, telegram) as traced:
+        before = traced.syncs()
+        latencies = []
+        for i in range(count):
+            latencies.append(await one_command(telegram, i))
+            await asyncio.sleep(max(0.0, PERIOD_S - latencies[-1]))
+        await asyncio.sleep(0.5)
+        syncs = traced.syncs() - before
     latencies.sort()
     print(f"{syncs} syncs for {count} commands; p50 {latencies[count // 2] * 1000:.1f} ms")
     # the update kept before the next getUpdates confirms it; the sent mark before the transfer
