@@ -32,7 +32,7 @@ from bot.bitrix24.client import BitrixClient
 from bot.config import Config, ConfigError, load_config, parse_listen
 from bot.flood_control import FloodWait, Pacing
 from bot.handoff import Handoff
-from bot.inbox import AnswerSeen, Inbox
+from bot.inbox import AnswerSeen, Inbox, KeptBeforeConfirmed
 from bot.messages import LANGS, Messages
 from bot.metrics import Metrics, serve_metrics
 from bot.portal_check import check_in_background, stop_check
@@ -113,6 +113,7 @@ class App:
     ) -> None:
         """Poll Telegram until stopped. Each update is kept in the inbox before the next
         ``getUpdates`` confirms it (the inbox then carries it out in a task of its own)."""
+        bot.session.middleware(KeptBeforeConfirmed(self.services.storage))
         await self.dispatcher.start_polling(
             bot,
             handle_as_tasks=False,

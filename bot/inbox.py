@@ -20,7 +20,7 @@ from aiogram.client.session.middlewares.base import (
     BaseRequestMiddleware,
     NextRequestMiddlewareType,
 )
-from aiogram.methods import EditMessageText, SendMessage, TelegramMethod
+from aiogram.methods import EditMessageText, GetUpdates, SendMessage, TelegramMethod
 from aiogram.methods.base import Response, TelegramType
 from aiogram.types import Update
 from pydantic import ValidationError
@@ -95,6 +95,24 @@ class AnswerSeen(BaseRequestMiddleware):
         if journal is not None and isinstance(method, SendMessage | EditMessageText):
             await journal.answered()
         return response
+
+
+class KeptBeforeConfirmed(BaseRequestMiddleware):
+    """A request middleware of the polling bot's session: before a ``getUpdates`` confirms
+    the updates taken so far (its offset), they are on disk, all of them with one sync."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[TelegramType],
+        bot: Bot,
+        method: TelegramMethod[TelegramType],
+    ) -> Response[TelegramType]:
+        if isinstance(method, GetUpdates):
+            await self._storage.flush()
+        return await make_request(bot, method)
 
 
 class Inbox:

@@ -8,16 +8,19 @@ The tables, and how an older database is brought up to date, are in :mod:`bot.sc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
+import os
+import queue
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from bot.config import StorageSettings
 from bot.schema import migrate_sqlite
@@ -101,7 +104,12 @@ class Storage(Protocol):
         Telegram is told it arrived; adopts it from a run that died."""
 
     async def sending(self, key: str) -> None:
-        """A write to Bitrix24 for this update may go out now: never carry it out again."""
+        """A write to Bitrix24 for this update may go out now: never carry it out again
+        (on disk when this returns)."""
+
+    async def flush(self) -> None:
+        """Everything written so far is on disk when this returns: the updates taken, before
+        Telegram is told they arrived."""
 
     async def done(self, key: str) -> None:
         """The update was carried out to the end."""
@@ -140,6 +148,30 @@ class Storage(Protocol):
         """The dialogs a message of the bot is about (JSON), if known."""
 
 
+@dataclass(frozen=True)
+class _Job(Generic[T]):
+    """A call queued for the storage thread, and how its caller hears back."""
+
+    work: Callable[[sqlite3.Connection], T]
+    durable: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+
+    def settle(self, result: T | None, error: BaseException | None) -> None:
+        """Hand the outcome to the caller, on its event loop (from the storage thread)."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: object, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 def open_storage(settings: StorageSettings, boot: str) -> Storage:
     """The storage the config names: PostgreSQL for a ``url``, else the SQLite file."""
     if settings.url is not None:
@@ -150,18 +182,81 @@ def open_storage(settings: StorageSettings, boot: str) -> Storage:
 
 
 class SqliteStorage:
-    """The audit trail and the update marks, in one SQLite file."""
+    """The audit trail and the update marks, in one SQLite file.
+
+    Commits are written to the WAL without waiting for the disk (``synchronous=NORMAL``): a
+    ``kill -9`` keeps them (they are in the kernel's page cache), only a power cut or a kernel
+    crash may lose the last ones. Where that matters the bot waits for the disk: the updates
+    before Telegram is told they arrived (:meth:`flush`), the sent mark before a write to
+    Bitrix24 (:meth:`sending`). The WAL is a log, so one sync keeps every commit before it;
+    and what is queued together shares one (a burst costs a sync, not one a command).
+    """
 
     shared = False  # one file serves one running bot
 
     def __init__(self, path: str, boot: str) -> None:
         self.path = path
         self.boot = boot
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")
+        self._jobs: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
+        self._synced = 0  # the connection's total_changes at the last sync
 
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._with, work)
+    async def _run(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
+        """``work`` on the storage thread; ``durable``: on disk (with everything before it)
+        when this returns."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="storage", daemon=True)
+            self._thread.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(work, durable, loop, future))
+        return await future
+
+    def _serve(self) -> None:
+        """The storage thread: run what is queued, in order; then, if any of it must be
+        durable, one sync for all of it before those callers hear back."""
+        while True:
+            batch = [self._jobs.get()]
+            with contextlib.suppress(queue.Empty):
+                while batch[-1] is not None:
+                    batch.append(self._jobs.get_nowait())
+            waiting: list[tuple[_Job[Any], Any]] = []
+            for job in batch:
+                if job is None:  # close() queued it last: nothing comes after it
+                    return
+                try:
+                    result = self._with(job.work)
+                except BaseException as err:  # the caller's to handle, not this thread's
+                    job.settle(None, err)
+                    continue
+                if job.durable:
+                    waiting.append((job, result))
+                else:
+                    job.settle(result, None)
+            if waiting:
+                error: OSError | None = None
+                try:
+                    self._sync()
+                except OSError as err:
+                    error = err
+                for job, result in waiting:
+                    job.settle(result, error)
+
+    def _sync(self) -> None:
+        """Wait for the disk to hold every commit so far: one ``fdatasync`` of the WAL (a
+        sync is per file, whichever descriptor; SQLite recovers the WAL up to its last
+        whole commit), none when nothing changed since the last one."""
+        db = self._db
+        if db is None or self.path in ("", ":memory:") or db.total_changes == self._synced:
+            return
+        changes = db.total_changes
+        wal = os.open(f"{self.path}-wal", os.O_RDONLY)
+        try:
+            os.fdatasync(wal)
+        finally:
+            os.close(wal)
+        self._synced = changes
 
     def _with(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -169,9 +264,11 @@ class SqliteStorage:
         return work(self._db)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
+            # commits do not wait for the disk; _sync does, where the bot needs it
+            db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             migrate_sqlite(db, f"storage.path {self.path}")
             cutoff = utc_now() - MARKS_KEPT
@@ -197,13 +294,25 @@ class SqliteStorage:
 
         if self._db is not None:
             await self._run(close)
-        self._executor.shutdown(wait=True)
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    async def flush(self) -> None:
+        """Wait until everything written so far is on disk (before Telegram is told the
+        updates taken arrived)."""
+        await self._run(lambda db: None, durable=True)
 
     # ---- marks ------------------------------------------------------------------------
 
     async def take(self, key: str, payload: str) -> Mark:
         """Take the mark of an update and keep the update, in one statement each; one file
-        serves one running bot, so a mark of another run is a mark of a run that died."""
+        serves one running bot, so a mark of another run is a mark of a run that died.
+
+        Not waited for on disk here: the updates of one ``getUpdates`` are taken one after
+        another, and :meth:`flush` keeps them all with one sync before Telegram hears of it.
+        """
 
         def take(db: sqlite3.Connection) -> Mark:
             inserted = db.execute(
@@ -230,11 +339,20 @@ class SqliteStorage:
         return await self._run(take)
 
     async def sending(self, key: str) -> None:
-        """A write to Bitrix24 for this update may go out now: never carry it out again."""
-        await self._run(lambda db: db.execute("UPDATE marks SET sent = 1 WHERE key = ?", (key,)))
+        """A write to Bitrix24 for this update may go out now: never carry it out again.
+        On disk before it returns (with whatever was written before it: the update's mark,
+        a tap's claim), so that even a power cut cannot make the next run send it again."""
+        await self._run(
+            lambda db: db.execute("UPDATE marks SET sent = 1 WHERE key = ?", (key,)), durable=True
+        )
 
     async def done(self, key: str) -> None:
-        """The update was carried out to the end."""
+        """The update was carried out to the end.
+
+        Not waited for on disk: a ``kill -9`` keeps it; a power cut right after may lose it
+        (and the audit row before it), and then the next run tells the supervisor the command
+        was cut off, with where the dialogs are now, as after a ``kill -9`` between the answer
+        and this mark. Never a second transfer: the sent mark was on disk first."""
         await self._run(lambda db: db.execute("UPDATE marks SET done = 1 WHERE key = ?", (key,)))
 
     async def orphans(self) -> list[tuple[str, str]]:

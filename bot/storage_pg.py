@@ -139,6 +139,10 @@ class PostgresStorage:
         """The update was carried out to the end."""
         await self._db().execute("UPDATE marks SET done = TRUE WHERE key = $1", key)
 
+    async def flush(self) -> None:
+        """Nothing to wait for: every statement above was committed, durably, when it
+        returned."""
+
     async def orphans(self) -> list[tuple[str, str]]:
         """The unfinished updates of runs whose heartbeat stopped, oldest first."""
         rows = await self._db().fetch(

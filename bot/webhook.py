@@ -30,6 +30,7 @@ class UpdateHandler(SimpleRequestHandler):
     def __init__(self, app: App, bot: Bot, secret: str) -> None:
         # not handle_in_background: aiogram's background mode answers before anything is kept
         super().__init__(app.dispatcher, bot, handle_in_background=False, secret_token=secret)
+        self._app = app
 
     async def _handle_request(self, bot: Bot, request: web.Request) -> web.Response:
         try:
@@ -40,6 +41,8 @@ class UpdateHandler(SimpleRequestHandler):
             log.warning("webhook: a request that is not an update (%s): 400", type(err).__name__)
             return web.Response(status=400, text="Bad Request: not a Telegram update")
         await self.dispatcher.feed_update(bot, update, **self.data)
+        # kept on disk before the 200 (a burst of requests shares one sync)
+        await self._app.services.storage.flush()
         return web.json_response({})
 
 

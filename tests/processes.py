@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,10 +68,13 @@ class BotProcess:
 
 
 @contextlib.asynccontextmanager
-async def bot_process(config: Path, *args: str, **env: str) -> AsyncIterator[BotProcess]:
+async def bot_process(
+    config: Path, *args: str, wrapper: Sequence[str] = (), **env: str
+) -> AsyncIterator[BotProcess]:
     """The bot started with ``config``, more command-line ``args`` and ``env``; killed if a
-    test leaves it running."""
+    test leaves it running. ``wrapper``: a command that runs it (``strace ...``)."""
     process = await asyncio.create_subprocess_exec(
+        *wrapper,
         sys.executable,
         "-m",
         "bot",
