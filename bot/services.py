@@ -31,8 +31,12 @@ class Services:
     pending: PendingStore
     announcer: Announcer | None  # None when the config names no team chat
     storage: Storage
-    metrics: Metrics  # the client's: counts outlive reloads
     presence: Presence  # who is online, kept a minute: outlives reloads, as the client does
+
+    @property
+    def metrics(self) -> Metrics:
+        """The client's metrics: counts outlive reloads, as the client does."""
+        return self.handoff.client.metrics
 
     def reloaded(self, config: Config, poster: Poster) -> Services:
         """The services of a new config, keeping what outlives it: the Bitrix24 client and
@@ -56,7 +60,6 @@ class Services:
         """Wire the services of ``config`` around the transfer workflow, a poster, the
         storage (opened from the config when not given) and who is online (asked through the
         workflow's client when not given). Counts go to the client's metrics."""
-        metrics = handoff.client.metrics
         directory = Directory.from_config(config)
         messages = Messages(config.messages, config.admin_contact)
         storage = storage or open_storage(config.storage, boot=uuid.uuid4().hex)
@@ -68,7 +71,7 @@ class Services:
                 team_chat,
                 poster,
                 remember=lambda message_id, refs: pending.remember((team_chat, message_id), refs),
-                metrics=metrics,
+                metrics=handoff.client.metrics,
             )
         return cls(
             config=config,
@@ -79,6 +82,5 @@ class Services:
             pending=pending,
             announcer=announcer,
             storage=storage,
-            metrics=metrics,
             presence=presence or Presence(handoff.client),
         )
