@@ -158,21 +158,24 @@ async def polling(
     telegram: FakeTelegram,
     *,
     polling_timeout: int = POLLING_TIMEOUT_S,
+    app: App | None = None,
     **workflow_data: Any,
 ) -> AsyncIterator[asyncio.Task[None]]:
     """Run ``dispatcher.start_polling(bot)`` in a task until the block ends; the block starts
-    once the bot's first long poll has reached ``telegram``."""
+    once the bot's first long poll has reached ``telegram``. With ``app``, as the product
+    polls (``App.poll``: each update kept on disk before the next ``getUpdates``)."""
     seen = len(telegram.calls_to("getUpdates"))
-    task = asyncio.create_task(
-        dispatcher.start_polling(
+    if app is not None:
+        run = app.poll(bot, handle_signals=False, polling_timeout=polling_timeout)
+    else:
+        run = dispatcher.start_polling(
             bot,
-            handle_as_tasks=False,  # as App.poll: the inbox keeps each update first
+            handle_as_tasks=False,
             handle_signals=False,
             polling_timeout=polling_timeout,
             **workflow_data,
-        ),
-        name="bench-polling",
-    )
+        )
+    task = asyncio.create_task(run, name="bench-polling")
     try:
         await _wait_polling(telegram, task, seen)
         yield task
@@ -231,7 +234,7 @@ async def running_stack(
         app = build_app(config)
         bot = build_bot(config)
         try:
-            async with polling(app.dispatcher, bot, tg, polling_timeout=polling_timeout):
+            async with polling(app.dispatcher, bot, tg, polling_timeout=polling_timeout, app=app):
                 yield Stack(tg, portal, config, app, bot)
         finally:
             await app.close()  # idempotent; covers a start that failed before on_shutdown

@@ -6,9 +6,11 @@ overall, one a second per chat after 3).
 Figures (``burst.n2000`` and ``telegram``), each over several runs:
 
 - ``vs_floor``: from the first command to the last dialog moved at the portal, over the
-  floor with batching: ``2·⌈N/50⌉`` requests (a transfer and a look per command, 50 commands
-  to a ``batch``), and in seconds what the bucket allows for that many,
-  ``max(0, R − X − 1) / Y``. For scale, the floor without batching is ``(2N − X − 1) / Y``.
+  floor with batching: ``⌈3N/50⌉`` requests, and in seconds what the bucket allows for that
+  many, ``max(0, R − X − 1) / Y``. A command makes three calls: a look first (a transfer to
+  whoever holds the dialog already is not a no-op for the customer, and a finished dialog
+  answers ``true`` and moves nothing), then the transfer and the look that verifies it; a
+  ``batch`` carries 50 calls. For scale, the floor without batching is ``(3N − X − 1) / Y``.
 - ``limit_errors_shown``: replies that showed a rate-limit error; ``duplicate_calls``:
   dialogs transferred more than once (counts, the most in any run).
 - ``telegram.vs_floor``: until every reply was in, over Telegram's floor for these replies
@@ -37,7 +39,8 @@ from bot.sandbox.telegram import TelegramLimits
 KEY = "burst"
 TRANSFER = "imopenlines.operator.transfer"
 BUCKET_X, BUCKET_Y = 50, 2.0  # Bitrix24's own: a burst of 50, drained at 2 a second
-BATCH = 50  # commands a batch carries
+BATCH = 50  # calls a batch carries
+CALLS = 3  # a command's calls: a look, then the transfer and the look that verifies it
 FIRST_DIALOG = 100_000
 SUPERVISOR_BASE = 5_000_000
 LIMIT_WORDS = ("QUERY_LIMIT_EXCEEDED", "The portal is busy", "портал перегружен", "Портал занят")
@@ -45,13 +48,13 @@ LIMIT_WORDS = ("QUERY_LIMIT_EXCEEDED", "The portal is busy", "портал пе�
 
 def batched_floor(commands: int) -> tuple[int, float]:
     """Requests and seconds the bucket allows at best with batching."""
-    requests = 2 * math.ceil(commands / BATCH)
+    requests = math.ceil(CALLS * commands / BATCH)
     return requests, _stack.bucket_floor_s(requests, BUCKET_X, BUCKET_Y)
 
 
 def unbatched_floor_s(commands: int) -> float:
-    """Seconds at best with two requests a command: ``(2N − X − 1) / Y``."""
-    return _stack.bucket_floor_s(2 * commands, BUCKET_X, BUCKET_Y)
+    """Seconds at best with a request a call: ``(3N − X − 1) / Y``."""
+    return _stack.bucket_floor_s(CALLS * commands, BUCKET_X, BUCKET_Y)
 
 
 def telegram_floor_s(per_chat: list[int], limits: TelegramLimits) -> float:

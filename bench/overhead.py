@@ -4,10 +4,13 @@ Latency runs from the moment the update is injected into the fake Bot API until 
 receives the bot's reply (``sendMessage``): the real long poll, the REST calls, the storage
 and the reply are all in it. The baseline does the same job with nothing else: one
 ``Command("transfer")`` handler that parses the arguments with the product's parser and
-resolves the name in the same directory, sends the transfer and the look at the dialog in
-one ``batch`` request (as ours does), writes one row to a file-backed SQLite database in WAL
-mode (as deployed), and replies a fixed text. No access checks, inbox, audit trail, pacing or
-message catalogue: what it lacks is our own processing.
+resolves the name in the same directory, makes the same calls ours makes: a look at the
+dialog first (``imopenlines.dialog.get``: a transfer to whoever holds it already is not a no-op
+for the customer, and a finished dialog answers ``true`` and moves nothing), then the transfer
+and a second look in one ``batch`` (``true`` is no proof of a move), read with the product's
+``parse_dialog``; writes one row to a file-backed SQLite database in WAL mode (as deployed),
+and replies a fixed text. No access checks, inbox, audit trail, pacing or message catalogue:
+what it lacks is our own processing.
 
 Both bots use file-backed SQLite in a temporary folder, poll all the time (each its own
 FakeTelegram, same settings) and call the same portal simulator, whose answers come after
@@ -17,8 +20,8 @@ one message a second, stays out of it), alternating bots in blocks, after a warm
 Each run gives one p50 ratio per round trip; the figure is their median, min and max.
 
 ``fsyncs_per_command``: the bot as its own process under ``strace -f -c -e
-trace=fdatasync,fsync`` (what SQLite itself asks of the disk), N commands against none,
-(calls with N - calls with 0) / N.
+trace=fdatasync,fsync`` (what SQLite itself asks of the disk), N commands one at a time
+against none, the portal answering after 50 ms: (calls with N - calls with 0) / N.
 
     python bench/overhead.py [--quick]
 """
@@ -46,6 +49,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
 from bot.bitrix24.batching import batch_params
+from bot.bitrix24.client import parse_dialog
 from bot.command import parse_transfer
 from bot.directory import Directory, Kind
 from bot.sandbox.telegram import FakeTelegram, SentMessage
@@ -63,6 +67,9 @@ PERIOD_S = 0.05  # one command every 50 ms: under the bot's own 28 messages a se
 SUPERVISORS = 40  # in turn: each private chat gets a command every 2 s, under 1 a second
 FIRST_SUPERVISOR = 7_000_001
 SCRIPT = Path(__file__).resolve()
+# the portal's round trip while syncs are counted: at 0 ms a command's two syncs could merge
+# by chance; a real portal takes tens of milliseconds
+FSYNC_RTT_MS = 50
 
 
 @dataclass
@@ -100,7 +107,7 @@ class BaselineStore:
 
 
 def baseline_dispatcher(portal_url: str, directory: Directory) -> Dispatcher:
-    """The fair baseline: same parse, same batched transfer + look, same storage kind."""
+    """The fair baseline: same parse, same calls (look; transfer + look), same storage kind."""
     router = Router(name="baseline")
 
     @router.message(Command("transfer"))
@@ -110,15 +117,22 @@ def baseline_dispatcher(portal_url: str, directory: Directory) -> Dispatcher:
         parsed = parse_transfer(command.args)
         target = directory.resolve(" ".join(parsed.words))
         chat = parsed.dialogs[0].number
+        look = {"CHAT_ID": chat}
+        async with http.post(f"{portal_url}imopenlines.dialog.get.json", json=look) as response:
+            before = parse_dialog((await response.json())["result"])
+        if before.finished or before.held_by(target):
+            await message.answer("☑️ Nothing to do")
+            return
         key = "USER_ID" if target.kind is Kind.OPERATOR else "QUEUE_ID"
         calls = [
             ("imopenlines.operator.transfer", {"CHAT_ID": chat, key: target.bitrix_id}),
-            ("imopenlines.dialog.get", {"CHAT_ID": chat}),
+            ("imopenlines.dialog.get", look),
         ]
         async with http.post(f"{portal_url}batch.json", json=batch_params(calls)) as response:
-            await response.json()
+            answer = (await response.json())["result"]["result"]
+        moved = parse_dialog(answer["c1"]).shows_move(target, before)
         await store.record(chat, target.name)
-        await message.answer("✅ Done")
+        await message.answer("✅ Done" if moved else "❌ Not moved")
 
     dispatcher = Dispatcher()
     dispatcher.include_router(router)
@@ -249,7 +263,9 @@ async def _alternate(ours: Side, base: Side, rounds: int, per_round: int, warmup
 
 async def fsync_child(commands: int) -> None:
     """In a child process (under strace): our bot with file storage, ``commands`` transfers."""
-    portal = _stack.make_portal(_stack.guest_dialogs(FIRST_DIALOG, max(1, commands)))
+    portal = _stack.make_portal(
+        _stack.guest_dialogs(FIRST_DIALOG, max(1, commands)), latency_s=FSYNC_RTT_MS / 1000
+    )
     supervisors = [(supervisor(i), f"S{i}") for i in range(SUPERVISORS)]
     yaml_text = _stack.config_yaml(supervisors=supervisors, announce_to=None)
     with tempfile.TemporaryDirectory(prefix="bench-fsync-") as folder:
@@ -307,7 +323,8 @@ async def fsyncs_per_command(commands: int) -> dict[str, Any]:
     )
     return {
         "fsyncs_per_command": round((busy - idle) / commands, 2),
-        "fsyncs_method": "strace -f -c -e trace=fdatasync,fsync on the bot's process",
+        "fsyncs_method": "strace -f -c -e trace=fdatasync,fsync on the bot's process, "
+        f"commands one at a time, portal round trip {FSYNC_RTT_MS} ms",
         "fsyncs_commands": commands,
         "fsyncs_with_commands": busy,
         "fsyncs_without": idle,

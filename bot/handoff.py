@@ -99,7 +99,7 @@ class Handoff:
         started = time.monotonic()
         try:
             if looks is None:
-                looks = await self.looked(refs)
+                looks = await self.looked(refs, marking=True)
             seen: set[int] = set()
             jobs: list[Awaitable[Outcome]] = []
             for ref, look in zip(refs, looks.items, strict=True):
@@ -124,10 +124,22 @@ class Handoff:
         """Each dialog as Bitrix24 describes it now, or why it cannot be seen."""
         return list(await asyncio.gather(*(self._look(ref) for ref in refs)))
 
-    async def looked(self, refs: Sequence[DialogRef]) -> Looks:
-        """:meth:`look`, with when it was done: what :meth:`transfer` may be given."""
+    async def looked(self, refs: Sequence[DialogRef], *, marking: bool = False) -> Looks:
+        """:meth:`look`, with when it was done: what :meth:`transfer` may be given.
+
+        ``marking``: a write is likely to follow. When the look is a lone call it leaves at once,
+        so the command is marked sent meanwhile: the mark's sync costs no time beside the
+        round trip, and keeps the update taken a moment before with the same sync. Under
+        load the look waits for the bucket; a crash then should leave the command to be
+        carried out again, so each write marks it just before it goes out, as it always does.
+        """
+        marked = asyncio.ensure_future(before_write()) if marking and self._client.lone else None
         at = time.monotonic()
-        return Looks(await self.look(refs), at)
+        try:
+            return Looks(await self.look(refs), at)
+        finally:
+            if marked is not None:
+                await marked
 
     async def _look(self, ref: DialogRef) -> Dialog | BitrixError:
         try:
@@ -138,7 +150,7 @@ class Handoff:
     async def finish(self, refs: Sequence[DialogRef]) -> list[Outcome]:
         """Finish each dialog (``imopenlines.operator.another.finish``); one outcome per ref."""
         started = time.monotonic()
-        looks = await self.look(refs)
+        looks = (await self.looked(refs, marking=True)).items
         outcomes = list(
             await asyncio.gather(
                 *(self._finish_one(ref, look) for ref, look in zip(refs, looks, strict=True))

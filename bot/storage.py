@@ -15,6 +15,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,9 @@ from bot.schema import migrate_sqlite
 T = TypeVar("T")
 
 MARKS_KEPT = timedelta(days=7)
+# how long a flush waits for company before it syncs: the command it keeps usually marks
+# itself sent a millisecond or two later, and one sync then keeps both
+COMMIT_DELAY_S = 0.01
 CSV_HEADER = (
     "time",
     "user_id",
@@ -108,8 +112,8 @@ class Storage(Protocol):
         (on disk when this returns)."""
 
     async def flush(self) -> None:
-        """Everything written so far is on disk when this returns: the updates taken, before
-        Telegram is told they arrived."""
+        """The updates taken so far are on disk when this returns (before Telegram is told
+        they arrived)."""
 
     async def done(self, key: str) -> None:
         """The update was carried out to the end."""
@@ -148,12 +152,20 @@ class Storage(Protocol):
         """The dialogs a message of the bot is about (JSON), if known."""
 
 
+class Sync(StrEnum):
+    """Whether a storage call waits for the disk before its caller hears back."""
+
+    NO = "no"  # committed: a kill -9 keeps it, a power cut may not
+    SOON = "soon"  # on disk, with whatever comes within COMMIT_DELAY_S
+    NOW = "now"  # on disk at once
+
+
 @dataclass(frozen=True)
 class _Job(Generic[T]):
     """A call queued for the storage thread, and how its caller hears back."""
 
     work: Callable[[sqlite3.Connection], T]
-    durable: bool
+    sync: Sync
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
 
@@ -189,7 +201,9 @@ class SqliteStorage:
     crash may lose the last ones. Where that matters the bot waits for the disk: the updates
     before Telegram is told they arrived (:meth:`flush`), the sent mark before a write to
     Bitrix24 (:meth:`sending`). The WAL is a log, so one sync keeps every commit before it;
-    and what is queued together shares one (a burst costs a sync, not one a command).
+    and what is queued together shares one (a burst costs a sync, not one a command). A flush
+    waits a few milliseconds for company: a command alone marks itself sent while its first
+    look is under way, and its update and its mark then share one sync.
     """
 
     shared = False  # one file serves one running bot
@@ -201,47 +215,58 @@ class SqliteStorage:
         self._thread: threading.Thread | None = None
         self._db: sqlite3.Connection | None = None
         self._synced = 0  # the connection's total_changes at the last sync
+        self._unsynced = False  # updates taken since the last sync (what a flush is for)
 
-    async def _run(self, work: Callable[[sqlite3.Connection], T], *, durable: bool = False) -> T:
-        """``work`` on the storage thread; ``durable``: on disk (with everything before it)
-        when this returns."""
+    async def _run(self, work: Callable[[sqlite3.Connection], T], sync: Sync = Sync.NO) -> T:
+        """``work`` on the storage thread; ``sync``: whether it is on disk (with everything
+        before it) when this returns."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._serve, name="storage", daemon=True)
             self._thread.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(work, durable, loop, future))
+        self._jobs.put(_Job(work, sync, loop, future))
         return await future
 
     def _serve(self) -> None:
-        """The storage thread: run what is queued, in order; then, if any of it must be
-        durable, one sync for all of it before those callers hear back."""
+        """The storage thread: run what is queued, in order; then, if any of it must be on
+        disk, one sync for all of it before those callers hear back. A flush (``SOON``)
+        waits a little for company first; a sent mark (``NOW``) does not."""
         while True:
-            batch = [self._jobs.get()]
-            with contextlib.suppress(queue.Empty):
-                while batch[-1] is not None:
-                    batch.append(self._jobs.get_nowait())
+            job = self._jobs.get()
             waiting: list[tuple[_Job[Any], Any]] = []
-            for job in batch:
-                if job is None:  # close() queued it last: nothing comes after it
-                    return
+            urgent = False
+            deadline: float | None = None
+            while job is not None:
                 try:
                     result = self._with(job.work)
                 except BaseException as err:  # the caller's to handle, not this thread's
                     job.settle(None, err)
-                    continue
-                if job.durable:
-                    waiting.append((job, result))
                 else:
-                    job.settle(result, None)
+                    if job.sync is Sync.NO or (job.sync is Sync.SOON and not self._unsynced):
+                        job.settle(result, None)
+                    else:
+                        waiting.append((job, result))
+                        urgent = urgent or job.sync is Sync.NOW
+                try:
+                    if waiting and not urgent:
+                        if deadline is None:
+                            deadline = time.monotonic() + COMMIT_DELAY_S
+                        job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+                    else:
+                        job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
             if waiting:
                 error: OSError | None = None
                 try:
                     self._sync()
                 except OSError as err:
                     error = err
-                for job, result in waiting:
-                    job.settle(result, error)
+                for done, result in waiting:
+                    done.settle(result, error)
+            if job is None:  # close() queued it last: nothing comes after it
+                return
 
     def _sync(self) -> None:
         """Wait for the disk to hold every commit so far: one ``fdatasync`` of the WAL (a
@@ -257,6 +282,7 @@ class SqliteStorage:
         finally:
             os.close(wal)
         self._synced = changes
+        self._unsynced = False
 
     def _with(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._db is None:
@@ -300,9 +326,9 @@ class SqliteStorage:
             self._thread = None
 
     async def flush(self) -> None:
-        """Wait until everything written so far is on disk (before Telegram is told the
-        updates taken arrived)."""
-        await self._run(lambda db: None, durable=True)
+        """Wait until the updates taken so far are on disk (before Telegram is told they
+        arrived); at once when there are none, else within a few milliseconds."""
+        await self._run(lambda db: None, Sync.SOON)
 
     # ---- marks ------------------------------------------------------------------------
 
@@ -320,6 +346,7 @@ class SqliteStorage:
                 (key, utc_now().isoformat(), self.boot, payload),
             ).rowcount
             if inserted:
+                self._unsynced = True
                 return Mark.NEW
             boot, done, sent = db.execute(
                 "SELECT boot, done, sent FROM marks WHERE key = ?", (key,)
@@ -334,6 +361,7 @@ class SqliteStorage:
             ).rowcount
             if not adopted:
                 return Mark.RUNNING
+            self._unsynced = True
             return Mark.CUT_OFF if sent else Mark.RESUMED
 
         return await self._run(take)
@@ -343,7 +371,7 @@ class SqliteStorage:
         On disk before it returns (with whatever was written before it: the update's mark,
         a tap's claim), so that even a power cut cannot make the next run send it again."""
         await self._run(
-            lambda db: db.execute("UPDATE marks SET sent = 1 WHERE key = ?", (key,)), durable=True
+            lambda db: db.execute("UPDATE marks SET sent = 1 WHERE key = ?", (key,)), Sync.NOW
         )
 
     async def done(self, key: str) -> None:

@@ -4,6 +4,8 @@ operator is offline)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import InlineKeyboardMarkup, Message, Update
@@ -75,15 +77,17 @@ async def transfer(
         return
     if plan.step is Step.EXECUTE:
         assert plan.target is not None
-        looks: Looks | None = None
-        online = await services.presence.of([plan.target])  # offline? then ask first
-        if online.get(plan.target.bitrix_id) is False:
-            looks = await services.handoff.looked(plan.dialogs)
-            if offline_first(plan.target, looks.items, online):
-                text = replies.offline(plan.dialogs, looks.items, plan.target, lang)
-                confirm = Action.CONFIRM_TRANSFER
-                await _ask_with(message, plan, services, lang, confirm, text, looks)
-                return
+        # whether the operator is online (offline: ask first) and where the dialogs are,
+        # together: one round trip
+        online, looks = await asyncio.gather(
+            services.presence.of([plan.target]),
+            services.handoff.looked(plan.dialogs, marking=True),
+        )
+        if offline_first(plan.target, looks.items, online):
+            text = replies.offline(plan.dialogs, looks.items, plan.target, lang)
+            confirm = Action.CONFIRM_TRANSFER
+            await _ask_with(message, plan, services, lang, confirm, text, looks)
+            return
         asker = Asker.of(message, message.chat.id, event_update, supervisor_name, lang)
         done = await carry_out(services, plan.dialogs, plan.target, asker, looks)
         async with services.pending.unstored.sending(message.chat.id):

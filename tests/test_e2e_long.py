@@ -17,6 +17,7 @@ from tests.conftest import ANNA, BOB, SUPPORT, make_portal
 from tests.harness import CONFIG_YAML, OLGA, Harness, running_bot
 
 RETRY = "re"
+TRANSFER = "imopenlines.operator.transfer"
 UNKNOWN = (
     "❌ Dialog 2043 «Ivan Petrov — WhatsApp»: Bitrix24 answered with an error the bot does not "
     "know. If it repeats, tell @it_ops. ("
@@ -48,7 +49,7 @@ def assert_shortened(message: SentMessage) -> None:
 )
 async def test_a_huge_error_code_still_reaches_the_supervisor(code: str) -> None:
     portal = make_portal()
-    portal.inject("batch", Fault.error(code))
+    portal.inject("batch", Fault.error(code), carrying=TRANSFER)
     async with running_bot(portal) as h:
         reply = await h.say("/transfer 2043 @anna")
         await h.settle()
@@ -63,7 +64,7 @@ async def test_a_huge_error_code_after_a_tap_turns_the_picker_into_the_reply() -
     portal = make_portal()
     async with running_bot(portal) as h:
         picker = await h.say("/transfer 2043")
-        portal.inject("batch", Fault.error(html.escape("<&>") * 2000))
+        portal.inject("batch", Fault.error(html.escape("<&>") * 2000), carrying=TRANSFER)
         await h.tap(picker, TargetTap(kind="o", id=ANNA).pack())  # answered before the work
         await h.telegram.wait_for(lambda: h.now(picker).plain_text.startswith("❌"))
         assert_shortened(h.now(picker))
@@ -93,7 +94,7 @@ async def test_two_long_lines_go_out_as_two_messages_each_whole() -> None:
 async def test_one_long_reason_for_two_dialogs_is_one_line() -> None:
     portal = make_portal()
     code = "X" * 2500
-    portal.inject("batch", Fault.error(code))
+    portal.inject("batch", Fault.error(code), carrying="user.get")  # the looks
     async with running_bot(portal) as h:
         reply = await h.say("/transfer 2043 2045 @anna")
         await h.settle()

@@ -39,11 +39,14 @@ async def test_transfer_to_an_operator() -> None:
     async with running_bot() as h:
         reply = await h.say("/transfer 2043 @anna")
         assert h.rest_calls() == [{"CHAT_ID": 2043, "USER_ID": ANNA}]
-        # is Anna online (asked once a minute)? a look, then the transfer with the look that
-        # verifies it, in one batch
+        # is Anna online (asked once a minute)? and a look, in one batch; then the transfer
+        # with the look that verifies it, in another
         assert h.rest_calls(DIALOG_GET) == [{"CHAT_ID": 2043}, {"CHAT_ID": 2043}]
-        calls = [c.method for c in h.portal.calls if not c.in_batch]
-        assert calls == ["user.get", DIALOG_GET, "batch"]
+        batches = [c for c in h.portal.calls if not c.in_batch]
+        assert [list(c.params["cmd"].values()) for c in batches] == [
+            ["user.get?FILTER%5BID%5D%5B0%5D=15", f"{DIALOG_GET}?CHAT_ID=2043"],
+            [f"{TRANSFER}?CHAT_ID=2043&USER_ID={ANNA}", f"{DIALOG_GET}?CHAT_ID=2043"],
+        ]
         assert (
             reply.plain_text == "✅ Dialog 2043 «Ivan Petrov — WhatsApp»: Bob Lee → Anna Smirnova"
         )
@@ -257,13 +260,13 @@ async def test_each_bitrix_error_reaches_the_user_in_plain_words(known: object) 
 
     assert isinstance(known, KnownCode)
     portal = make_portal()
-    portal.inject("batch", refusal(known.code, known.status))
+    portal.inject("batch", refusal(known.code, known.status), carrying=TRANSFER)
     async with running_bot(portal) as h:
         reply = await h.say("/transfer 2043 @anna")
         status = 400 if known.code in INNER else known.status
         friendly = plain(Messages(admin_contact="@it_ops").error(known.code, status, "en"))
         assert reply.plain_text == f"❌ Dialog 2043 «Ivan Petrov — WhatsApp»: {friendly}"
-        assert len(portal.calls_to("batch")) == 1
+        assert len(portal.requests_carrying(TRANSFER)) == 1
 
 
 async def test_russian_speaker_gets_russian() -> None:
@@ -274,7 +277,9 @@ async def test_russian_speaker_gets_russian() -> None:
 
 async def test_portal_timeout_says_nothing_changed() -> None:
     portal = make_portal()
+    # the look, alone or beside "is Anna online?"
     portal.inject(DIALOG_GET, Fault.delay(10, apply=False), times=20)
+    portal.inject("batch", Fault.delay(10, apply=False), times=20, carrying=DIALOG_GET)
     async with running_bot(portal, env={"TIMEOUT_S": "0.3", "DEADLINE_S": "1"}) as h:
         reply = await h.say("/transfer 2043 @anna")
         assert reply.plain_text == (
@@ -286,7 +291,7 @@ async def test_portal_timeout_says_nothing_changed() -> None:
 
 async def test_slow_transfer_that_landed_is_reported_once_as_success() -> None:
     portal = make_portal()
-    portal.inject("batch", Fault.delay(10, apply=True))
+    portal.inject("batch", Fault.delay(10, apply=True), carrying=TRANSFER)
     async with running_bot(portal, env={"TIMEOUT_S": "0.5", "DEADLINE_S": "4"}) as h:
         reply = await h.say("/transfer 2043 @anna")
         assert reply.plain_text.startswith("✅ Dialog 2043")
@@ -296,8 +301,8 @@ async def test_slow_transfer_that_landed_is_reported_once_as_success() -> None:
 async def test_no_secret_in_any_message_or_log(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     portal = make_portal()
-    portal.inject("batch", Fault.error("NO_AUTH_FOUND"))
-    portal.inject(DIALOG_GET, Fault.proxy_page(502))
+    portal.inject("batch", Fault.error("NO_AUTH_FOUND"), carrying=TRANSFER)
+    portal.inject("batch", Fault.proxy_page(502), carrying="user.get")
     async with running_bot(portal) as h:
         for text in (
             "/transfer 2043 @anna",
@@ -343,7 +348,8 @@ async def test_burst_of_100_commands_against_the_leaky_bucket() -> None:
 
 async def test_two_supervisors_moving_one_dialog_at_once_make_one_transfer() -> None:
     portal = make_portal()
-    portal.inject("batch", Fault.delay(0.3, apply=True))  # keep the first one in flight
+    # keep the first one in flight
+    portal.inject("batch", Fault.delay(0.3, apply=True), carrying=TRANSFER)
     async with running_bot(portal) as h:
         h.telegram.send_message("/transfer 2043 @anna", user_id=OLGA)
         h.telegram.send_message("/transfer 2043 @anna", user_id=PETR, first_name="Petr")

@@ -148,7 +148,7 @@ async def test_a_moved_portal_is_named_and_not_followed() -> None:
 
 async def test_a_500_keeps_its_code_and_the_hammer_is_one_call() -> None:
     portal = make_portal()
-    portal.inject("batch", Fault.error("INTERNAL_SERVER_ERROR"), times=1000)
+    portal.inject("batch", Fault.error("INTERNAL_SERVER_ERROR"), times=1000, carrying=TRANSFER)
     async with running_bot(portal, env={"DEADLINE_S": "15"}) as h:
         reply = await h.say("/transfer 2043 @anna", wait_s=30)
         assert reply.plain_text == (
@@ -156,24 +156,24 @@ async def test_a_500_keeps_its_code_and_the_hammer_is_one_call() -> None:
             "internal error. Try again in a minute; if it repeats, tell @it_ops. "
             "(INTERNAL_SERVER_ERROR)"
         )
-        assert len(portal.calls_to("batch")) == 1, "one transfer call in all"
+        assert len(portal.requests_carrying(TRANSFER)) == 1, "one transfer call in all"
         assert h.labels(reply) == ["🔁 Try again"]
 
 
 async def test_proxy_pages_never_make_a_second_transfer() -> None:
     portal = make_portal()
-    portal.inject("batch", Fault.proxy_page(502), times=1000)
+    portal.inject("batch", Fault.proxy_page(502), times=1000, carrying=TRANSFER)
     async with running_bot(portal, env={"DEADLINE_S": "15"}) as h:
         reply = await h.say("/transfer 2043 #sales", wait_s=30)
         assert "is still with Bob Lee: Bitrix24's answer was lost" in reply.plain_text
-        assert len(portal.calls_to("batch")) == 1
+        assert len(portal.requests_carrying(TRANSFER)) == 1
         assert portal.moves == []
 
 
 async def test_a_late_apply_is_reported_as_it_is_and_never_doubled() -> None:
     portal = make_portal()
     # the portal moves the dialog 2.5 s after the request, long after the bot gave up
-    portal.inject("batch", Fault.late(apply_after_s=2.5, answer_after_s=8))
+    portal.inject("batch", Fault.late(apply_after_s=2.5, answer_after_s=8), carrying=TRANSFER)
     env = {"TIMEOUT_S": "0.5", "DEADLINE_S": "2"}
     async with running_bot(portal, env=env) as h:
         reply = await h.say("/transfer 2043 #sales")
@@ -183,19 +183,19 @@ async def test_a_late_apply_is_reported_as_it_is_and_never_doubled() -> None:
         )
         await asyncio.sleep(2.5)
         assert portal.moves == [(2043, "queue", SALES)], "it landed late, once"
-        assert len(portal.calls_to("batch")) == 1
+        assert len(portal.requests_carrying(TRANSFER)) == 1
 
 
 async def test_a_late_apply_seen_by_the_look_is_a_success() -> None:
     portal = make_portal()
-    portal.inject("batch", Fault.late(apply_after_s=0.7, answer_after_s=8))
+    portal.inject("batch", Fault.late(apply_after_s=0.7, answer_after_s=8), carrying=TRANSFER)
     async with running_bot(portal, env={"TIMEOUT_S": "0.5", "DEADLINE_S": "4"}) as h:
         reply = await h.say("/transfer 2043 @anna")
         assert (
             reply.plain_text == "✅ Dialog 2043 «Ivan Petrov — WhatsApp»: Bob Lee → Anna Smirnova"
         )
         assert portal.moves == [(2043, "user", ANNA)]
-        assert len(portal.calls_to("batch")) == 1
+        assert len(portal.requests_carrying(TRANSFER)) == 1
 
 
 async def test_time_waiting_for_the_bucket_is_not_counted_against_the_deadline() -> None:

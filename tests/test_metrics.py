@@ -109,7 +109,8 @@ async def test_reloads_and_a_degraded_portal_are_counted(tmp_path: Path) -> None
         config.write_text("operators: [")
         with pytest.raises(ConfigError):
             await h.app.reload()
-        h.portal.inject("imopenlines.dialog.get", Fault.error("NO_AUTH_FOUND"), times=1)
+        # the look, beside "is Anna online?"
+        h.portal.inject("batch", Fault.error("NO_AUTH_FOUND"), carrying="user.get")
         await h.say("/transfer 2043 @anna")
         samples = parsed((await h.app.metrics.handle(None)).text or "")  # type: ignore[arg-type]
     reloads = "handoff_config_reloads_total"
@@ -123,7 +124,7 @@ async def test_reloads_and_a_degraded_portal_are_counted(tmp_path: Path) -> None
         value(
             samples,
             "handoff_bitrix24_errors_total",
-            method="imopenlines.dialog.get",
+            method="batch",  # the request that failed
             code="NO_AUTH_FOUND",
         )
         == 1

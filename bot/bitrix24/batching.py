@@ -6,9 +6,10 @@ that wait for the bucket, leave together as soon as it lets one request through:
 transfers finishes in a fraction of the time the bucket would allow one call at a time.
 
 The bucket's burst is not spent on small batches while more calls are coming: a call goes
-out at once only while the bucket is idle (nothing sent lately, so a lone command never
-waits); otherwise calls gather until a batch is full or none has come for a few
-milliseconds. Waiting is cheap there: a token not taken now stays in the bucket.
+out at once only while the bucket holds nothing of ours, or when it is lone (few others
+queued or under way, none just before it: a lone command, or commands one at a time, never
+wait); otherwise calls gather until a batch is full or none has come for :data:`QUIET_S`.
+Waiting is cheap there: a token not taken now stays in the bucket.
 
 A *group* of calls (a transfer and the look that verifies it) always travels in one batch,
 in order: the portal runs a batch's commands one after another, so the look sees the dialog
@@ -33,9 +34,13 @@ from bot.bitrix24.errors import BitrixError
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 50  # Bitrix24 refuses more commands in one batch
-# once the bucket is in use, a batch leaves when no call has joined it for this long: calls
-# of one burst come a millisecond or so apart, a lone call only waits this once
-QUIET_S = 0.01
+# in a burst, a batch leaves when no call has joined it for this long: its calls come in
+# waves (each sync of the storage lets a few dozen go), a few to twenty milliseconds apart
+QUIET_S = 0.05
+LONE_CALLS = 4  # calls queued or unanswered up to which they go at once (a command's: 1, 2)
+# a call after this long with none is a lone one (a command's next call comes a round trip
+# after its last); calls of a burst come a millisecond or so apart
+LONE_GAP_S = 0.02
 BATCH = "batch"
 
 Post = Callable[[str, dict[str, Any]], Awaitable[Any]]
@@ -125,6 +130,9 @@ class BatchQueue:
         self._queue: deque[list[Waiting]] = deque()
         self._queued = 0  # calls in _queue
         self._arrived = asyncio.Event()  # set by each submit, for the gathering flusher
+        self._unanswered = 0  # calls sent and not answered yet
+        self._last_at = -LONE_GAP_S  # when the latest call was queued (loop time)
+        self._gap = LONE_GAP_S  # how long before it the one ahead of it was
         self._flusher: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self.batches = 0  # batch requests sent, for reports
@@ -137,6 +145,7 @@ class BatchQueue:
         """Queue calls that must leave in one batch, in this order (at most 50)."""
         assert 0 < len(calls) <= MAX_BATCH
         group = [Waiting(method, params) for method, params in calls]
+        self._gap, self._last_at = group[0].queued_at - self._last_at, group[0].queued_at
         self._queue.append(group)
         self._queued += len(group)
         self._arrived.set()
@@ -164,20 +173,31 @@ class BatchQueue:
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # one turn of the loop: calls made in the same moment join in
         while self._queue:
-            if self._queued < MAX_BATCH and not self._idle():
+            if self._queued < MAX_BATCH and not self._at_once():
                 await self._gather()
             await self._limiter.acquire()
             taken: list[Waiting] = []
             while self._queue and len(taken) + len(self._queue[0]) <= MAX_BATCH:
                 taken += self._queue.popleft()
             self._queued -= len(taken)
+            self._unanswered += len(taken)
             task = asyncio.create_task(self._send(taken))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
 
-    def _idle(self) -> bool:
-        """Whether the bucket holds nothing we sent: then a call may go at once, alone."""
-        return self._limiter.has_capacity(self._limiter.max_rate)
+    def lone(self) -> bool:
+        """Whether a call made now would be a lone one: few others queued or under way, and
+        none just before it (a command alone, or commands one at a time)."""
+        return self._lone(asyncio.get_running_loop().time() - self._last_at)
+
+    def _lone(self, gap: float) -> bool:
+        return self._queued + self._unanswered <= LONE_CALLS and gap >= LONE_GAP_S
+
+    def _at_once(self) -> bool:
+        """Whether the calls queued go at once: while nothing of ours is in the bucket, or
+        when they are lone. Others gather, or a burst would spend the bucket's own burst on
+        small batches while more calls come."""
+        return self._limiter.has_capacity(self._limiter.max_rate) or self._lone(self._gap)
 
     async def _gather(self) -> None:
         """Wait until a batch is full, or no call has come for :data:`QUIET_S`; at most as
@@ -195,6 +215,12 @@ class BatchQueue:
                 return
 
     async def _send(self, group: list[Waiting]) -> None:
+        try:
+            await self._send_now(group)
+        finally:
+            self._unanswered -= len(group)
+
+    async def _send_now(self, group: list[Waiting]) -> None:
         now = asyncio.get_running_loop().time()
         for waiting in group:
             waiting.sent_at = now

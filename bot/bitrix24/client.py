@@ -192,6 +192,14 @@ class BitrixClient:
             await self._session.close()
         self._session = None
 
+    @property
+    def lone(self) -> bool:
+        """Whether a call made now would be a lone one (few others under way, none just
+        before it), so it leaves at once rather than waiting to share a batch or the bucket."""
+        if self.batches is not None:
+            return self.batches.lone()
+        return self._limiter.has_capacity()
+
     async def __aenter__(self) -> BitrixClient:
         return self
 

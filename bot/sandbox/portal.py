@@ -707,6 +707,19 @@ class PortalSimulator:
         """The leaky-bucket counter as of the last request."""
         return self._bucket
 
+    def requests_carrying(self, method: str) -> list[PortalCall]:
+        """Requests (not batch commands) to ``method``, or batches that carry it."""
+        wanted = method.lower()
+        return [
+            call
+            for call in self.calls
+            if not call.in_batch
+            and (
+                call.method.lower() == wanted
+                or (call.method == "batch" and wanted in _inner_methods(call.params))
+            )
+        ]
+
     def calls_to(self, method: str) -> list[PortalCall]:
         """Recorded calls of one method (batch commands included)."""
         return [call for call in self.calls if call.method == method]
