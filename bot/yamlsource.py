@@ -23,6 +23,7 @@ _Loader: type[yaml.CSafeLoader] | type[yaml.SafeLoader] = getattr(
     yaml, "CSafeLoader", yaml.SafeLoader
 )
 
+_SCAN_CHARS: Final = 1 << 16  # text searched at once for a forbidden character
 MAX_DEPTH: Final = 16  # sections inside sections; a config uses 4 (operators[0].aliases[1])
 ANCHORS_REFUSED: Final = "YAML anchors and aliases (&a / *a) are not supported; write the value out"
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
@@ -274,7 +275,12 @@ class _Builder:
 
 def _unprintable(text: str) -> Problem | None:
     """The first character YAML forbids (control characters, say), with its line."""
-    found = yaml.reader.Reader.NON_PRINTABLE.search(text)
+    # a slice at a time: one search of a 10 MB file would hold the GIL for tens of ms
+    pattern, found = yaml.reader.Reader.NON_PRINTABLE, None
+    for start in range(0, len(text), _SCAN_CHARS):
+        found = pattern.search(text, start, start + _SCAN_CHARS)  # one character: no seams
+        if found is not None:
+            break
     if found is None:
         return None
     line = text.count("\n", 0, found.start()) + 1
