@@ -10,7 +10,8 @@
 * ``rss_ratio_10k``: peak RSS (VmHWM, read from /proc by the parent) of the bot as its own
   process (``python -m bot --config …``, 10k operators, after a few commands) over that of a
   minimal aiogram bot with handlers (``/transfer`` doing one aiohttp POST and replying) as its
-  own process; the fakes run in the parent. Also at 2 operators.
+  own process; the fakes run in the parent, and all these processes run side by side (each
+  with fakes of its own). Also at 2 operators.
 
     python bench/scale.py [--quick]
 """
@@ -124,13 +125,13 @@ _ENV = {
 }
 
 
-def parse_seconds(yaml_text: str) -> float:
-    """One ``parse_config`` of ``yaml_text``."""
+def parse_seconds(yaml_text: str) -> tuple[float, Any]:
+    """One ``parse_config`` of ``yaml_text``: (seconds, the config)."""
     from bot.config import parse_config
 
     started = time.perf_counter()
-    parse_config(yaml_text, _ENV, source="scale config")
-    return time.perf_counter() - started
+    config = parse_config(yaml_text, _ENV, source="scale config")
+    return time.perf_counter() - started, config
 
 
 def didyoumean(config: Any, unknown: list[str]) -> tuple[float, float]:
@@ -154,14 +155,13 @@ def didyoumean(config: Any, unknown: list[str]) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------------
 
 
-async def reload_stall_ms(operators: int) -> float:
+async def reload_stall_ms(yaml_text: str) -> float:
     """The longest lateness of a 1 ms ticker while the running bot reloads its config."""
     stack = _lib()
     from bot.app import build_app, build_bot
     from bot.config import load_config
     from bot.sandbox.telegram import FakeTelegram
 
-    yaml_text = _yaml(generate(operators))
     portal = stack.make_portal()
     with tempfile.TemporaryDirectory(prefix="bench-reload-") as folder:
         path = Path(folder) / "config.yaml"
@@ -319,17 +319,26 @@ async def run(quick: bool = False, runs: int = 5) -> dict[str, Any]:
     small, big = (1_000, 3_000) if quick else (10_000, 100_000)
     rosters = {small: generate(small), big: generate(big)}
     texts = {n: _yaml(r) for n, r in rosters.items()}
-    parse = {n: [parse_seconds(texts[n]) for _ in range(runs)] for n in (small, big)}
-    from bot.config import parse_config
-
-    big_config = parse_config(texts[big], _ENV, source="scale config")
+    parse: dict[int, list[float]] = {}
+    for n in (small, big):
+        timed = [parse_seconds(texts[n]) for _ in range(runs)]
+        parse[n] = [seconds for seconds, _ in timed]
+    big_config = timed[-1][1]  # the last parse's: no extra parse of 100k
+    del timed
     misses = [didyoumean(big_config, rosters[big].unknown) for _ in range(runs)]
     del big_config
+    stalls = [await reload_stall_ms(texts[small]) for _ in range(runs)]
     del rosters, texts
-    stalls = [await reload_stall_ms(small) for _ in range(runs)]
-    rss: dict[str, list[float]] = {}
-    for kind, operators in (("minimal", 2), ("ours", 2), ("ours", small)):
-        rss[f"{kind}_{operators}"] = [await peak_rss_mib(kind, operators) for _ in range(runs)]
+    # every process side by side, each with fakes of its own: a peak RSS does not depend on
+    # the CPU share, and starting Python one process after another took minutes
+    kinds = (("minimal", 2), ("ours", 2), ("ours", small))
+    measured = await asyncio.gather(
+        *(peak_rss_mib(kind, operators) for kind, operators in kinds for _ in range(runs))
+    )
+    rss = {
+        f"{kind}_{operators}": list(measured[i * runs : (i + 1) * runs])
+        for i, (kind, operators) in enumerate(kinds)
+    }
     ratios = [o / m for o, m in zip(rss[f"ours_{small}"], rss["minimal_2"], strict=True)]
     ratios_2 = [o / m for o, m in zip(rss["ours_2"], rss["minimal_2"], strict=True)]
     figures: dict[str, Any] = {

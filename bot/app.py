@@ -36,7 +36,7 @@ from bot.inbox import AnswerSeen, Inbox, KeptBeforeConfirmed
 from bot.messages import LANGS, Messages
 from bot.metrics import Metrics, serve_metrics
 from bot.portal_check import check_in_background, stop_check
-from bot.reload import collector_paused, describe_changes, swappable
+from bot.reload import collector_paused, describe_changes, release, swappable
 from bot.services import Services
 from bot.yamlsource import Problem
 from handlers import build_router
@@ -147,8 +147,8 @@ class App:
             self.metrics.config_reloads.labels("changed" if changes else "unchanged").inc()
             retired = [self.services]
             self.services = fresh
-            # the old directory is freed in the thread too: tens of thousands of objects
-            await asyncio.to_thread(retired.clear)
+            # the old config and directory are let go of in a thread, a few objects at a time
+            await asyncio.to_thread(release, retired, lambda old: (old.config, old.directory))
         log.info("config reloaded: %s", "; ".join(changes) or "no changes")
         return changes
 

@@ -6,11 +6,13 @@ and the line (``operators[2].bitrix_id (line 31): must be a positive integer``).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import gc
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, get_args
 from urllib.parse import urlsplit
@@ -32,7 +34,7 @@ from pydantic.fields import FieldInfo
 from bot.messages import LANGS, MessageOverrides, check_overrides
 from bot.spelling import fold
 from bot.yamlsource import Path as KeyPath
-from bot.yamlsource import Problem, YamlDocument, format_path, parse_yaml, walk_strings
+from bot.yamlsource import Problem, YamlDocument, format_path, parse_yaml
 
 ENV_TOKEN = "TELEGRAM_BOT_TOKEN"
 ENV_API_URL = "TELEGRAM_API_URL"
@@ -407,6 +409,12 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
     return _VAR.sub(replace, text)
 
 
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
 def _set_path(data: Any, path: KeyPath, value: Any) -> None:
     target = data
     for part in path[:-1]:
@@ -732,13 +740,28 @@ def parse_config(
 
     ``base_dir`` is where ``include:`` files are looked for (the config file's folder).
     """
+    with _collector_paused():
+        try:
+            # the line of every key is needed only to report a problem: a valid file (100,000
+            # operators) is read without the line map, and a file with problems is read again
+            # with it, by the very same steps
+            return _parse_config(text, env, source, base_dir, track_lines=False)
+        except ConfigError:
+            return _parse_config(text, env, source, base_dir, track_lines=True)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection while a config is read: a file of 100,000 operators makes
+    millions of objects, which set off collections of the whole heap over and over (a
+    quarter of the time), to find nothing to free: what is read holds no reference cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
-        # the line of every key is needed only to report a problem: a valid file (100,000
-        # operators) is read without the line map, and a file with problems is read again
-        # with it, by the very same steps
-        return _parse_config(text, env, source, base_dir, track_lines=False)
-    except ConfigError:
-        return _parse_config(text, env, source, base_dir, track_lines=True)
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _parse_config(
@@ -763,10 +786,9 @@ def _parse_config(
             ],
         )
     data: dict[str, Any] = doc.data
-    # no "$" anywhere in the text: no ${VAR} to look for in a hundred thousand values
-    for path, value in list(walk_strings(data) if "$" in text else ()):
-        if "$" in value:
-            _set_path(data, path, interpolate(value, env))
+    # only the values the reader saw a "$" in may hold a ${VAR}
+    for path in doc.dollars:
+        _set_path(data, path, interpolate(_value_at(data, path), env))
     from_env = _apply_env(data, env)
 
     problems = list(doc.problems)
@@ -777,6 +799,12 @@ def _parse_config(
     problems += _cross_checks(data, doc)
     if problems or config is None:
         raise ConfigError(source, sorted(problems, key=_line_key), more=more)
+    # the plain data goes a slice at a time: 100,000 entries freed at once hold the GIL for
+    # tens of ms, and a reload reads the file in a thread beside the event loop
+    for section in data.values():
+        if isinstance(section, list):
+            while section:
+                del section[-_CHUNK:]
     return config
 
 
@@ -787,7 +815,7 @@ _ENTRIES: Final[dict[str, TypeAdapter[tuple[Any, ...]]]] = {
     "operators": TypeAdapter(tuple[Operator, ...]),
     "queues": TypeAdapter(tuple[Queue, ...]),
 }
-_CHUNK: Final = 250  # entries validated at once: a few ms holding the GIL, few errors
+_CHUNK: Final = 100  # entries validated (or freed) at once: a ms holding the GIL, few errors
 
 
 def _validate(

@@ -8,12 +8,14 @@ Knows nothing of HTTP or Telegram.
 from __future__ import annotations
 
 import difflib
+import heapq
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import itemgetter
 
 from bot.config import Config
 from bot.spelling import fold
@@ -271,7 +273,14 @@ class Directory:
                 break
             shared.update(spellings[:budget])
             budget -= len(spellings)
-        return [spelling for spelling, _ in shared.most_common(_SHORTLIST)]
+        if len(shared) <= _SHORTLIST:
+            return [spelling for spelling, _ in shared.most_common()]
+        # what most_common(_SHORTLIST) gives, sooner: of tens of thousands counted, only
+        # those with as many pairs as the shortlist's last are sorted
+        least = heapq.nlargest(_SHORTLIST, shared.values())[-1]
+        best = [(spelling, n) for spelling, n in shared.items() if n >= least]
+        best.sort(key=itemgetter(1), reverse=True)
+        return [spelling for spelling, _ in best[:_SHORTLIST]]
 
     def spellings(self, target: Target) -> list[str]:
         """Every way to type ``target``: key first, then aliases and the Telegram username."""

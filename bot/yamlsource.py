@@ -9,7 +9,7 @@ without them the data grows with the text, never faster.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -23,12 +23,17 @@ _Loader: type[yaml.CSafeLoader] | type[yaml.SafeLoader] = getattr(
     yaml, "CSafeLoader", yaml.SafeLoader
 )
 
+_SCAN_CHARS: Final = 1 << 16  # text searched at once for a forbidden character
 MAX_DEPTH: Final = 16  # sections inside sections; a config uses 4 (operators[0].aliases[1])
 ANCHORS_REFUSED: Final = "YAML anchors and aliases (&a / *a) are not supported; write the value out"
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
 _STR_TAG: Final = "tag:yaml.org,2002:str"
 _INT_TAG: Final = "tag:yaml.org,2002:int"
 _TEXT_TAGS: Final = frozenset({_STR_TAG, "tag:yaml.org,2002:value"})
+# PyYAML's patterns of plain scalars, by first character; of those starting with a letter
+# (bool, null) none matches more than this many ("false", "FALSE")
+_STOCK_RESOLVERS: Final = yaml.resolver.Resolver.yaml_implicit_resolvers
+_LONGEST_WORD: Final = 5
 _KINDS: Final = {  # what a scalar of a YAML type is called in a problem
     "tag:yaml.org,2002:int": "a whole number",
     "tag:yaml.org,2002:float": "a number",
@@ -68,11 +73,15 @@ class Problem:
 @dataclass
 class YamlDocument:
     """Plain data (dicts, lists, scalars) plus the 1-based line of every key path (when
-    tracked) and the problems found while reading that did not stop it (a duplicate key)."""
+    tracked), the problems found while reading that did not stop it (a duplicate key), and
+    where the text values with a ``$`` are."""
 
     data: Any
     lines: dict[Path, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    # the key paths of the text values that hold a "$" (where a ${VAR} may be): found while
+    # reading, so that nobody walks a hundred thousand values to look for them
+    dollars: list[Path] = field(default_factory=list)
 
     def line_of(self, path: Path) -> int | None:
         """The line of ``path`` or of its nearest ancestor that has one (not the whole file)."""
@@ -101,17 +110,29 @@ def _mark(mark: Any) -> yaml.Mark | None:
 
 
 class _Builder:
-    """Plain data from parser events, one node at a time, with the line of every key path."""
+    """Plain data from parser events, one node at a time, with the line of every key path.
+
+    A 100,000-operator directory is about a million events, so the common ones (a plain or
+    quoted scalar, a key) take the shortest way through; anything else takes the general one.
+    """
 
     def __init__(self, loader: yaml.CSafeLoader | yaml.SafeLoader, track_lines: bool) -> None:
         self.loader = loader
         self.track_lines = track_lines
         self.doc = YamlDocument(data=None)
+        self._get: Callable[[], Any] = loader.get_event  # never None before the stream ends
         self._resolve: Callable[..., Any] = loader.resolve  # the implicit tag of a plain scalar
         # PyYAML's safe constructors of scalars, called directly: construct_object() would
         # also keep every node it saw, for aliases, which are refused here anyway
         self._constructors: dict[Any, Any] = type(loader).yaml_constructors
         self._plain_tags: dict[str, str] = {}
+        # with PyYAML's own patterns (nobody added any), what they would say of most plain
+        # scalars is known at a glance: see scalar()
+        stock = (
+            type(loader).yaml_implicit_resolvers is _STOCK_RESOLVERS
+            and not type(loader).yaml_path_resolvers
+        )
+        self._typed_starts = frozenset(_STOCK_RESOLVERS) if stock else None
 
     def _next(self) -> yaml.Event:
         event = self.loader.get_event()
@@ -129,71 +150,76 @@ class _Builder:
         if self.loader.check_event(yaml.StreamEndEvent):
             return None
         self._next()  # DocumentStartEvent
-        data = self.node((), 0, keep=True)
+        data = self.node(self._next(), (), 0, keep=True)
         self._next()  # DocumentEndEvent
         if not self.loader.check_event(yaml.StreamEndEvent):
             message = "not valid YAML: one document only (a second one starts here)"
             raise _Refused(Problem((), message, _line(self._peek())))
         return data
 
-    def node(self, path: Path, depth: int, *, keep: bool) -> Any:
-        """The next node as data; ``keep`` False for keys and for values that are dropped."""
-        event = self._next()
+    def node(self, event: yaml.Event, path: Path, depth: int, *, keep: bool) -> Any:
+        """The node ``event`` (just read) starts, as data; ``keep`` False for keys and for
+        values that are dropped."""
+        if type(event) is yaml.ScalarEvent and event.anchor is None:  # most events: first
+            if keep and self.track_lines:
+                line = _line(event)
+                if line is not None:
+                    self.doc.lines.setdefault(path, line)
+            value = self.scalar(event, path)
+            if keep and type(value) is str and "$" in value:
+                self.doc.dollars.append(path)
+            return value
         line = _line(event)
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise _Refused(Problem(path, ANCHORS_REFUSED, line))
         if keep and self.track_lines and line is not None:
             self.doc.lines.setdefault(path, line)
-        if isinstance(event, yaml.ScalarEvent):
-            return self.scalar(event, path)
         if depth >= MAX_DEPTH:
             # bounded here, so nothing that later walks the data can run out of stack
             raise _Refused(Problem(path, f"nested too deeply (more than {MAX_DEPTH} levels)", line))
         if isinstance(event, yaml.SequenceStartEvent):
             items: list[Any] = []
-            while not self.loader.check_event(yaml.SequenceEndEvent):
-                items.append(self.node((*path, len(items)), depth + 1, keep=keep))
-            self._next()
+            while type(item := self._get()) is not yaml.SequenceEndEvent:
+                items.append(self.node(item, (*path, len(items)), depth + 1, keep=keep))
             return items
         return self.mapping(path, depth, keep=keep)
 
     def mapping(self, path: Path, depth: int, *, keep: bool) -> dict[str, Any]:
         """The rest of a mapping whose start event was just read."""
         result: dict[str, Any] = {}
-        while not self.loader.check_event(yaml.MappingEndEvent):
-            line = _line(self._peek())
-            key, problem = self.key(path, depth, line)
+        while type(event := self._get()) is not yaml.MappingEndEvent:
+            key, problem = self.key(event, path, depth)
             if problem is None and key in result:
                 message = f"key '{key}' appears twice in the same section"
-                problem = Problem((*path, key), message, line)
+                problem = Problem((*path, key), message, _line(event))
             if problem is not None:
                 self.doc.problems.append(problem)
-                self.node(path, depth + 1, keep=False)  # the value: read, and dropped
+                self.node(self._next(), path, depth + 1, keep=False)  # the value: dropped
                 continue
-            result[key] = self.node((*path, key), depth + 1, keep=keep)
-            if keep and self.track_lines and line is not None:
-                self.doc.lines[(*path, key)] = line
-        self._next()
+            result[key] = self.node(self._get(), (*path, key), depth + 1, keep=keep)
+            if keep and self.track_lines:
+                line = _line(event)
+                if line is not None:
+                    self.doc.lines[(*path, key)] = line
         return result
 
-    def key(self, path: Path, depth: int, line: int | None) -> tuple[str, Problem | None]:
-        """The next key as text (``1`` and ``true`` too), or why it cannot be one."""
-        event = self._peek()
+    def key(self, event: yaml.Event, path: Path, depth: int) -> tuple[str, Problem | None]:
+        """The key ``event`` (just read) starts, as text (``1`` and ``true`` too), or why it
+        cannot be one."""
         # YAML 1.1's merge key <<, of no use without aliases
         if (
-            isinstance(event, yaml.ScalarEvent)
+            type(event) is yaml.ScalarEvent
             and event.value == "<<"
             and self._tag(event) == _MERGE_TAG
         ):
-            self._next()
             message = "merge keys (<<) are not supported; write the keys out"
-            return "", Problem(path, message, line)
-        key = self.node(path, depth + 1, keep=False)
+            return "", Problem(path, message, _line(event))
+        key = self.node(event, path, depth + 1, keep=False)
         if isinstance(key, str):
             return key, None
         if isinstance(key, int | float | bool) or key is None:
             return str(key), None
-        return "", Problem(path, "keys must be plain words", line)
+        return "", Problem(path, "keys must be plain words", _line(event))
 
     def _tag(self, event: yaml.ScalarEvent) -> str:
         tag = event.tag
@@ -211,10 +237,24 @@ class _Builder:
 
     def scalar(self, event: yaml.ScalarEvent, path: Path) -> Any:
         """A scalar as PyYAML's safe constructors make it (int, float, bool, None, date...)."""
-        if event.tag is None and not event.implicit[0]:
-            return event.value  # quoted: text, whatever it says (and the common case: fast)
-        tag = self._tag(event)
-        value = event.value
+        value: str = event.value
+        tag = None
+        if event.tag is None:
+            if not event.implicit[0]:
+                return value  # quoted: text, whatever it says (and the common case: fast)
+            typed = self._typed_starts
+            if typed is not None and value:
+                # PyYAML picks its patterns by the first character: none starts with "K"
+                if value[0] not in typed:
+                    return value
+                # those that start with a letter say true/false, yes/no, on/off or null
+                if len(value) > _LONGEST_WORD and value[0].isalpha():
+                    return value
+                # 100042: the int pattern's, and no other's (a float has a ".")
+                if value.isdecimal() and value.isascii() and value[0] != "0":
+                    tag = _INT_TAG
+        if tag is None:
+            tag = self._tag(event)
         if tag in _TEXT_TAGS:  # the "=" key of YAML 1.1 too: text, as PyYAML's merge has it
             return value
         try:
@@ -235,7 +275,12 @@ class _Builder:
 
 def _unprintable(text: str) -> Problem | None:
     """The first character YAML forbids (control characters, say), with its line."""
-    found = yaml.reader.Reader.NON_PRINTABLE.search(text)
+    # a slice at a time: one search of a 10 MB file would hold the GIL for tens of ms
+    pattern, found = yaml.reader.Reader.NON_PRINTABLE, None
+    for start in range(0, len(text), _SCAN_CHARS):
+        found = pattern.search(text, start, start + _SCAN_CHARS)  # one character: no seams
+        if found is not None:
+            break
     if found is None:
         return None
     line = text.count("\n", 0, found.start()) + 1
@@ -273,15 +318,3 @@ def parse_yaml(text: str, *, track_lines: bool = True) -> YamlDocument:
         return YamlDocument(data=None, problems=[Problem((), f"not valid YAML: {exc}")])
     finally:
         loader.dispose()
-
-
-def walk_strings(data: Any, path: Path = ()) -> Iterator[tuple[Path, str]]:
-    """Every string value in ``data`` with its key path."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            yield from walk_strings(value, (*path, key))
-    elif isinstance(data, list):
-        for i, value in enumerate(data):
-            yield from walk_strings(value, (*path, i))
-    elif isinstance(data, str):
-        yield path, data

@@ -256,6 +256,29 @@ def test_an_unreadable_scalar_is_not_echoed() -> None:
     assert problem == f"telegram.token (line 2): cannot be read as a whole number; {QUOTE_IT}"
 
 
+# plain scalars of every kind PyYAML's patterns tell apart, and text that starts like them
+PLAIN_SCALARS = (
+    "yes", "No", "OFF", "on", "On", "y", "n", "Y", "null", "Null", "NULL", "~", "true", "FALSE",
+    "Trueish", "nullable", "onion", "offset", "Kate", "anna_smirnova", "123", "100042", "0123",
+    "0", "00", "0x1F", "0o17", "1_000", "+5", "-5", "1.5", "1e3", ".inf", ".NaN", "12:30",
+    "190:20:30", "2026-01-02", "2026-01-02T10:00:00Z", "\u0663", "\u00b9", "!text", "&text",
+    "*text",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("loader", [yaml.SafeLoader, yaml.CSafeLoader], ids=["python", "libyaml"])
+def test_plain_scalars_are_read_as_pyyaml_reads_them(
+    monkeypatch: pytest.MonkeyPatch, loader: type
+) -> None:
+    # the reader decides most plain scalars without asking PyYAML: it must decide alike
+    monkeypatch.setattr(yamlsource, "_Loader", loader)
+    text = "".join(f"- {value}\n" for value in PLAIN_SCALARS if value[0] not in "!&*")
+    text += "".join(f"- '{value}'\n" for value in PLAIN_SCALARS)
+    expected = yaml.load(text, loader)
+    read = yamlsource.parse_yaml(text).data
+    assert [(type(v), v) for v in read] == [(type(v), v) for v in expected]
+
+
 def test_a_control_character_is_reported_at_its_line() -> None:
     assert text_problems("language: en\nadmin_contact: Olga\x07\n") == [
         "(top level) (line 2): not valid YAML: unacceptable character #x0007: "

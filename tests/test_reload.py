@@ -131,3 +131,46 @@ async def test_reload_builds_everything_in_a_thread_and_only_swaps_on_the_loop(
         assert built_in == ["config:False", "directory:False"]
         assert h.app.services is not before
         assert h.app.services.directory.resolve("@carol").bitrix_id == 30
+
+
+def _retired_services(operators: int) -> Any:
+    """What a reload retires, as far as :func:`release` looks: a config and its directory."""
+    from types import SimpleNamespace
+
+    from bot.directory import Directory
+
+    lines = "".join(
+        f"  - {{key: op{i}, bitrix_id: {i + 1}, name: Op{i} Smith, aliases: [a{i}]}}\n"
+        for i in range(operators)
+    )
+    config = parse_config(f"operators:\n{lines}", {})
+    return SimpleNamespace(config=config, directory=Directory.from_config(config))
+
+
+def test_release_frees_the_retired_config_and_directory() -> None:
+    import gc
+    import weakref
+
+    from bot.reload import release
+
+    retired = [_retired_services(1_000)]
+    directory = weakref.ref(retired[0].directory)
+    gc.disable()  # freed by reference counts alone: nothing is left for a collection
+    try:
+        release(retired, lambda old: (old.config, old.directory))
+        assert retired == []
+        assert directory() is None
+    finally:
+        gc.enable()
+
+
+def test_release_changes_nothing_a_command_still_uses() -> None:
+    from bot.reload import release
+
+    retired = [_retired_services(1_000)]
+    in_use = retired[0]  # a command that started before the swap holds the old services
+    release(retired, lambda old: (old.config, old.directory))
+    assert len(in_use.config.operators) == 1_000
+    assert in_use.directory.resolve("@op999").bitrix_id == 1_000
+    assert in_use.directory.resolve("a500").name == "Op500 Smith"
+    assert [t.bitrix_id for t in in_use.directory.suggest("op99q")][:1] == [100]
