@@ -167,13 +167,9 @@ async def polling(
     seen = len(telegram.calls_to("getUpdates"))
     if app is not None:
         run = app.poll(bot, handle_signals=False, polling_timeout=polling_timeout)
-    else:
+    else:  # as aiogram's own defaults have it: each update handled in a task of its own
         run = dispatcher.start_polling(
-            bot,
-            handle_as_tasks=False,
-            handle_signals=False,
-            polling_timeout=polling_timeout,
-            **workflow_data,
+            bot, handle_signals=False, polling_timeout=polling_timeout, **workflow_data
         )
     task = asyncio.create_task(run, name="bench-polling")
     try:

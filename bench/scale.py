@@ -176,7 +176,7 @@ async def reload_stall_ms(yaml_text: str) -> float:
             config = load_config(path, env)
             app = build_app(config, path=path, env=env)
             try:
-                async with stack.polling(app.dispatcher, build_bot(config), tg):
+                async with stack.polling(app.dispatcher, build_bot(config), tg, app=app):
                     worst = 0.0
                     done = asyncio.Event()
 

@@ -77,11 +77,11 @@ async def transfer(
         return
     if plan.step is Step.EXECUTE:
         assert plan.target is not None
-        # whether the operator is online (offline: ask first) and where the dialogs are,
+        # where the dialogs are and whether the operator is online (offline: ask first),
         # together: one round trip
-        online, looks = await asyncio.gather(
-            services.presence.of([plan.target]),
+        looks, online = await asyncio.gather(
             services.handoff.looked(plan.dialogs, marking=True),
+            services.presence.of([plan.target]),
         )
         if offline_first(plan.target, looks.items, online):
             text = replies.offline(plan.dialogs, looks.items, plan.target, lang)

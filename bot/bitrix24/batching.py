@@ -132,7 +132,7 @@ class BatchQueue:
         self._arrived = asyncio.Event()  # set by each submit, for the gathering flusher
         self._unanswered = 0  # calls sent and not answered yet
         self._last_at = -LONE_GAP_S  # when the latest call was queued (loop time)
-        self._gap = LONE_GAP_S  # how long before it the one ahead of it was
+        self._gap = LONE_GAP_S  # how long before the first call queued the one ahead of it was
         self._flusher: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self.batches = 0  # batch requests sent, for reports
@@ -145,7 +145,9 @@ class BatchQueue:
         """Queue calls that must leave in one batch, in this order (at most 50)."""
         assert 0 < len(calls) <= MAX_BATCH
         group = [Waiting(method, params) for method, params in calls]
-        self._gap, self._last_at = group[0].queued_at - self._last_at, group[0].queued_at
+        if not self._queue:  # calls joining those queued keep their gap: same moment
+            self._gap = group[0].queued_at - self._last_at
+        self._last_at = group[0].queued_at
         self._queue.append(group)
         self._queued += len(group)
         self._arrived.set()
