@@ -545,3 +545,30 @@ async def test_a_burst_does_not_spend_the_real_bucket_on_small_batches() -> None
         for write, look in zip(commands_sent[::2], commands_sent[1::2], strict=True):
             chat = write.split("CHAT_ID=")[1].split("&")[0]
             assert write.startswith(TRANSFER) and look == f"{DIALOG_GET}?CHAT_ID={chat}"
+
+
+async def test_commands_one_at_a_time_are_lone_and_a_burst_is_not() -> None:
+    # under the real bucket a lone command's calls leave at once (no batch to wait for); a
+    # burst's gather, and its commands are marked sent just before their writes, not early
+    portal = make_portal(leak_per_s=2.0, burst=50)
+    for n in range(10_000, 10_040):
+        portal.dialogs[n] = SimDialog(n, n, f"Guest {n}", owner=IRINA, line_id=SUPPORT)
+    async with portal:
+        settings = bitrix_settings(portal.url, rate_per_s=2.0, burst=50, deadline_s=30.0)
+        async with BitrixClient(settings) as client:
+            for n in (10_000, 10_001):  # one at a time, a round trip apart
+                await asyncio.sleep(0.05)
+                assert client.lone
+                await client.dialog(n)
+                await asyncio.sleep(0.05)
+                assert client.lone
+                await client.transfer(n, TO_ANNA)
+            requests = len([c for c in portal.calls if not c.in_batch])
+            assert requests == 4, "each call went out as it came"
+            burst = [
+                asyncio.create_task(client.transfer(n, TO_ANNA)) for n in range(10_002, 10_040)
+            ]
+            await asyncio.sleep(0)
+            assert not client.lone, "38 transfers queued at once"
+            await asyncio.gather(*burst)
+    assert len([c for c in portal.calls if not c.in_batch]) == 4 + 2, "76 calls, two batches"
