@@ -85,15 +85,17 @@ def _phrase(words: Iterable[str]) -> str:
 
 
 _SHORTLIST = 64  # spellings compared closely for "did you mean"
-# postings of letter pairs counted per miss, the rarest pairs first: in a directory of 100,000
-# a pair such as "an" is in most names, and counting all of them would take tens of ms
+# postings of letter triples counted per miss, the rarest first: in a directory of 100,000 a
+# triple such as "ova" is in most names, and counting all of them would take tens of ms
 _SCAN_BUDGET = 20_000
 
 
 def _grams(word: str) -> set[str]:
-    """The letter pairs of a word, its edges included (``^a``, ``a$``): typo-tolerant keys."""
+    """The letter triples of a word, its edges included (``^an``, ``na$``): typo-tolerant
+    keys. Pairs would do too, but in a large directory each pair is in thousands of names,
+    so the few spellings worth comparing drown in the counting."""
     padded = f"^{word}$"
-    return {padded[i : i + 2] for i in range(len(padded) - 1)}
+    return {padded[i : i + 3] for i in range(max(1, len(padded) - 2))}
 
 
 class Directory:
@@ -129,13 +131,13 @@ class Directory:
             if len(words) > 1:
                 self._phrases.setdefault((target.kind, " ".join(sorted(words))), []).append(target)
             full_names.setdefault(" ".join(words), []).append(target)
-        # "did you mean": every folded spelling, and the letter pairs that find it
+        # "did you mean": every folded spelling, and the letter triples that find it
         self._spellings: dict[str, list[Target]] = {}
         for (_, name), target in self._names.items():
             self._spellings.setdefault(name, []).append(target)
         for name, targets in full_names.items():
             self._spellings.setdefault(name, []).extend(targets)
-        self._grams: dict[str, list[str]] = {}  # letter pair -> spellings that contain it
+        self._grams: dict[str, list[str]] = {}  # letter triple -> spellings that contain it
         for spelling in self._spellings:
             for gram in _grams(spelling):
                 self._grams.setdefault(gram, []).append(spelling)
@@ -247,7 +249,7 @@ class Directory:
     ) -> tuple[Target, ...]:
         """The entries whose names are closest to ``name`` (in either script), best first.
 
-        Only spellings that share letter pairs with ``name`` are compared closely, so a miss
+        Only spellings that share letter triples with ``name`` are compared closely, so a miss
         costs about the same in a directory of ten thousand as in one of ten.
         """
         word = fold(name)
@@ -263,8 +265,8 @@ class Directory:
         return tuple(found)
 
     def _likely(self, word: str) -> list[str]:
-        """At most :data:`_SHORTLIST` spellings sharing the most letter pairs with ``word``,
-        from at most :data:`_SCAN_BUDGET` postings: the rarest pairs say the most."""
+        """At most :data:`_SHORTLIST` spellings sharing the most letter triples with ``word``,
+        from at most :data:`_SCAN_BUDGET` postings: the rarest triples say the most."""
         postings = sorted((self._grams.get(gram, ()) for gram in _grams(word)), key=len)
         shared: Counter[str] = Counter()
         budget = _SCAN_BUDGET
@@ -276,7 +278,7 @@ class Directory:
         if len(shared) <= _SHORTLIST:
             return [spelling for spelling, _ in shared.most_common()]
         # what most_common(_SHORTLIST) gives, sooner: of tens of thousands counted, only
-        # those with as many pairs as the shortlist's last are sorted
+        # those with as many triples as the shortlist's last are sorted
         least = heapq.nlargest(_SHORTLIST, shared.values())[-1]
         best = [(spelling, n) for spelling, n in shared.items() if n >= least]
         best.sort(key=itemgetter(1), reverse=True)

@@ -515,7 +515,7 @@ def test_did_you_mean_counts_a_bounded_number_of_names_and_compares_a_few(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A miss in a large directory counts at most the scan budget of index entries, rarest
-    letter pairs first, and compares closely at most the shortlist: an index, not a scan.
+    letter triples first, and compares closely at most the shortlist: an index, not a scan.
     The misspelt key still comes first ("anna_smirnava_48": anna_smirnova_48)."""
     import collections
     import difflib
@@ -551,3 +551,34 @@ def test_did_you_mean_counts_a_bounded_number_of_names_and_compares_a_few(
     assert 0 < sum(counted) <= 2000
     assert compared and max(compared) <= bot.directory._SHORTLIST
     assert miss.value.candidates[0].key == "anna_smirnova_48"
+
+
+def test_did_you_mean_finds_a_one_letter_slip_among_twenty_thousand_similar_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Names built from the same few syllables: each letter pair is in thousands of them, so
+    the postings counted (a fifth of the budget here, as at 100,000 names) must be the rarer
+    letter triples, or the misspelt name drowns among the rest."""
+    import bot.directory
+
+    monkeypatch.setattr(bot.directory, "_SCAN_BUDGET", 4000)
+    first = ("ka", "lo", "mi", "ra", "ne", "ti", "vo", "sa", "de", "ru")
+    last = ("bor", "vin", "kel", "mas", "tun", "gor", "pel", "dar", "sol", "nik")
+    keys = []
+    lines = []
+    for i in range(20_000):
+        given = first[i % 10] + first[i // 10 % 10]
+        family = last[i // 100 % 10] + last[i // 1000 % 10] + f"ova{i // 10_000}"
+        keys.append(f"{given}_{family}")
+        lines.append(
+            f"  - {{key: {keys[-1]}, bitrix_id: {i + 1}, name: {given.title()} {family.title()}}}"
+        )
+    directory = directory_of("operators:\n" + "\n".join(lines) + "\n")
+    found = 0
+    for key in keys[137::997][:20]:  # one letter wrong, as a thumb slips
+        at = len(key) // 2 + 1  # in the family name
+        slip = key[:at] + "z" + key[at + 1 :]
+        error = resolve_error(directory, f"@{slip}")
+        assert isinstance(error, UnknownName)
+        found += bool(error.candidates) and error.candidates[0].key == key
+    assert found >= 14, f"the intended name came first for {found} of 20"  # pairs: 6
