@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.sandbox.portal import PortalSimulator, SimDialog
+from bot.sandbox.portal import Fault, PortalSimulator, SimDialog
 from bot.sandbox.telegram import FakeTelegram
 from tests.conftest import ANNA, BOB, WEBHOOK_CODE, make_portal
 from tests.harness import CONFIG_YAML, CROWD, TOKEN, with_supervisors
@@ -238,3 +238,36 @@ async def test_sigterm_mid_burst_answers_what_it_took_and_exits_0_in_time(
             await answered_then_stopped(telegram, second)
     kinds = assert_nothing_lost_nothing_twice(portal, telegram, audited(config))
     assert kinds["done"] >= 1
+
+
+async def test_kill_9_while_a_lone_commands_first_look_is_out_tells_where_the_dialog_is(
+    tmp_path: Path,
+) -> None:
+    # a command alone is marked sent while its first look is under way (one sync for the
+    # update and the mark): killed then, the next start never transfers, and says where the
+    # dialog is now
+    config = write_config(tmp_path)
+    portal = make_portal()
+    portal.dialogs[FIRST] = SimDialog(FIRST, FIRST, f"Guest {FIRST}", owner=BOB, line_id=3)
+    # the first look (beside "is Anna online?") hangs until the kill
+    portal.inject("batch", Fault.delay(30, apply=False), carrying="user.get")
+    async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
+        async with started(config, portal, telegram) as first:
+            await telegram.wait_for(lambda: bool(telegram.calls_to("getUpdates")), timeout=30)
+            telegram.send_message(f"/transfer {FIRST} @anna", user_id=CROWD)
+            await telegram.wait_for(lambda: portal.pending_faults == 0, timeout=30)
+            await asyncio.sleep(0.5)  # the mark's sync is long done by now
+            await kill(first)
+        assert telegram.messages_to(CROWD) == []
+        async with started(config, portal, telegram) as second:
+            await telegram.wait_for(lambda: bool(telegram.messages_to(CROWD)), timeout=30)
+            await asyncio.sleep(1.0)  # a second answer would show up now
+            await stop(second)
+    texts = [m.plain_text for m in telegram.messages_to(CROWD)]
+    assert len(texts) == 1, texts
+    assert texts[0].startswith("⚠️ I was restarted"), texts
+    assert texts[0].splitlines()[-1].endswith("Bob Lee"), texts
+    assert portal.calls_to(TRANSFER) == [], "never sent"
+    assert portal.dialogs[FIRST].owner == BOB
+    with sqlite3.connect(config.parent / "handoff.sqlite3") as db:
+        assert [row[0] for row in db.execute("SELECT outcome FROM audit")] == ["CUT_OFF"]
