@@ -63,6 +63,16 @@ queues:
 CROWD = 7000  # Telegram IDs of the extra supervisors of :func:`with_supervisors`
 
 
+def fakes_env(portal: PortalSimulator, telegram: FakeTelegram, **more: str) -> dict[str, str]:
+    """What the bot reads from its environment to reach the two fakes (and ``more``)."""
+    return {
+        "BITRIX24_WEBHOOK_URL": portal.url,
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_URL": telegram.base_url,
+        **more,
+    }
+
+
 def with_supervisors(count: int, yaml_text: str = CONFIG_YAML) -> str:
     """The config with ``count`` more supervisors, IDs ``CROWD``, ``CROWD + 1``, ...
 
@@ -188,12 +198,7 @@ async def running_bot(
     portal = portal or make_portal()
     fake = FakeTelegram(TOKEN, bot_username="handoff_test_bot", limits=limits)
     async with portal, fake as telegram:
-        environment = {
-            "BITRIX24_WEBHOOK_URL": portal.url,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": telegram.base_url,
-            **(env or {}),
-        }
+        environment = fakes_env(portal, telegram, **(env or {}))
         if config_file is None:
             config = parse_config(yaml_text, environment)
         else:  # a real file, as /reload and SIGHUP read it again

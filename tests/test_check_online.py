@@ -27,7 +27,7 @@ from bot.sandbox.oauth import FakeOAuthServer
 from bot.sandbox.portal import Fault, PortalSimulator
 from bot.sandbox.telegram import FakeTelegram
 from tests.conftest import ANNA, WEBHOOK_CODE, make_portal
-from tests.harness import CONFIG_YAML, TOKEN
+from tests.harness import CONFIG_YAML, TOKEN, fakes_env
 from tests.processes import CLEAN_ENV, ROOT, bot_process
 from tests.test_cli import run_cli
 
@@ -307,11 +307,7 @@ def test_directory_sync_is_in_use_with_the_generated_file_or_an_include(tmp_path
 async def started(portal: PortalSimulator) -> AsyncIterator[tuple[App, FakeTelegram]]:
     """The real bot polling a fake Bot API, built as ``run_polling`` builds it."""
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        env = {
-            "BITRIX24_WEBHOOK_URL": portal.url,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": telegram.base_url,
-        }
+        env = fakes_env(portal, telegram)
         config = parse_config(CONFIG_YAML, env)
         app, bot = build_app(config, check_portal=True), build_bot(config)
         polling = asyncio.create_task(app.poll(bot, handle_signals=False, polling_timeout=1))
@@ -385,12 +381,7 @@ async def test_the_running_bot_logs_the_check_at_start_up(tmp_path: Path, mode: 
     portal = make_portal(webhook_user_id=ANNA, webhook_user_name="Anna Smirnova")
     config = config_file(tmp_path)
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        env = {
-            "BITRIX24_WEBHOOK_URL": portal.url,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": telegram.base_url,
-            "TELEGRAM_WEBHOOK_SECRET": "hook-secret_0",
-        }
+        env = fakes_env(portal, telegram, TELEGRAM_WEBHOOK_SECRET="hook-secret_0")
         webhook = ["--webhook-url", "https://bot.example.test/tg"]
         webhook += ["--listen", f"127.0.0.1:{closed_port()}"]
         async with bot_process(config, *(webhook if mode == "webhook" else []), **env) as bot:

@@ -12,7 +12,7 @@ import pytest
 from bot.bitrix24.codes import TRANSFER
 from bot.sandbox.portal import Fault
 from tests.conftest import ANNA, WEBHOOK_CODE, make_portal
-from tests.harness import CONFIG_YAML, OLGA, TOKEN
+from tests.harness import CONFIG_YAML, OLGA, TOKEN, fakes_env
 from tests.processes import CLEAN_ENV, ROOT, bot_process
 
 
@@ -81,11 +81,7 @@ async def test_sigterm_lets_the_transfer_in_flight_finish_and_reply(tmp_path: Pa
     config = tmp_path / "config.yaml"
     config.write_text(CONFIG_YAML)
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        env = {
-            "BITRIX24_WEBHOOK_URL": portal.url,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": telegram.base_url,
-        }
+        env = fakes_env(portal, telegram)
         async with bot_process(config, **env) as bot:
             telegram.send_message("/transfer 2043 @anna", user_id=OLGA)
             await telegram.wait_for(
@@ -152,11 +148,7 @@ async def test_sigkill_mid_transfer_then_redelivery_transfers_exactly_once(tmp_p
     update = {**command("/transfer 2043 @anna"), "update_id": 777}
 
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        env = {
-            "BITRIX24_WEBHOOK_URL": portal.url,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": telegram.base_url,
-        }
+        env = fakes_env(portal, telegram)
         async with bot_process(config, **env) as first:
             telegram.add_update(update)
             await telegram.wait_for(

@@ -18,7 +18,7 @@ import aiohttp
 from bot.sandbox.portal import Fault, PortalSimulator, SimDialog
 from bot.sandbox.telegram import FakeTelegram
 from tests.conftest import ANNA, BOB, WEBHOOK_CODE, make_portal
-from tests.harness import CONFIG_YAML, CROWD, TOKEN, with_supervisors
+from tests.harness import CONFIG_YAML, CROWD, TOKEN, fakes_env, with_supervisors
 from tests.processes import BotProcess, bot_process
 from tests.test_e2e_audit import command
 
@@ -47,13 +47,19 @@ def started(
     config: Path, portal: PortalSimulator, telegram: FakeTelegram, *args: str
 ) -> AbstractAsyncContextManager[BotProcess]:
     """``python -m bot`` as an admin runs it, on the two fakes; killed at the end if running."""
-    env = {
-        "BITRIX24_WEBHOOK_URL": portal.url,
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "TELEGRAM_API_URL": telegram.base_url,
-        "TELEGRAM_WEBHOOK_SECRET": SECRET,
-    }
+    env = fakes_env(portal, telegram, TELEGRAM_WEBHOOK_SECRET=SECRET)
     return bot_process(config, *args, **env)
+
+
+def marked_sent(config: Path) -> bool:
+    """Whether an update in the bot's database is marked sent."""
+    with sqlite3.connect(config.parent / "handoff.sqlite3") as db:
+        return bool(db.execute("SELECT count(*) FROM marks WHERE sent").fetchone()[0])
+
+
+def portal_checked(bot: BotProcess) -> bool:
+    """Whether the start-up check of the portal has logged what it found."""
+    return any(" ok: " in line or " warning: " in line for line in bot.lines)
 
 
 async def kill(bot: BotProcess) -> None:
@@ -249,14 +255,18 @@ async def test_kill_9_while_a_lone_commands_first_look_is_out_tells_where_the_di
     config = write_config(tmp_path)
     portal = make_portal()
     portal.dialogs[FIRST] = SimDialog(FIRST, FIRST, f"Guest {FIRST}", owner=BOB, line_id=3)
-    # the first look (beside "is Anna online?") hangs until the kill
-    portal.inject("batch", Fault.delay(30, apply=False), carrying="user.get")
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
         async with started(config, portal, telegram) as first:
             await telegram.wait_for(lambda: bool(telegram.calls_to("getUpdates")), timeout=30)
+            # the start-up check of the portal is over: the command is the only one calling
+            await telegram.wait_for(lambda: portal_checked(first), timeout=30)
+            # the first look (beside "is Anna online?") hangs until the kill
+            portal.inject("batch", Fault.delay(30, apply=False), carrying="user.get")
             telegram.send_message(f"/transfer {FIRST} @anna", user_id=CROWD)
             await telegram.wait_for(lambda: portal.pending_faults == 0, timeout=30)
-            await asyncio.sleep(0.5)  # the mark's sync is long done by now
+            # the look hangs; the command is marked sent all the same (on disk, read by
+            # another connection as a restart would)
+            await telegram.wait_for(lambda: marked_sent(config), timeout=30)
             await kill(first)
         assert telegram.messages_to(CROWD) == []
         async with started(config, portal, telegram) as second:

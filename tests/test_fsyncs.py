@@ -25,7 +25,7 @@ import pytest
 from bot.sandbox.portal import PortalSimulator, SimDialog
 from bot.sandbox.telegram import FakeTelegram
 from tests.conftest import ANNA, BOB, make_portal
-from tests.harness import CROWD, TOKEN
+from tests.harness import CROWD, TOKEN, fakes_env
 from tests.processes import BotProcess, bot_process
 from tests.test_crash import FIRST, write_config
 
@@ -66,11 +66,7 @@ async def traced_bot(
     assert STRACE is not None
     # seccomp-bpf: only the sync calls stop the bot (tracing every call slows it to a crawl)
     wrapper = (STRACE, "-f", "-qq", "--seccomp-bpf", "-e", "trace=fsync,fdatasync")
-    env = {
-        "BITRIX24_WEBHOOK_URL": portal.url,
-        "TELEGRAM_BOT_TOKEN": TOKEN,
-        "TELEGRAM_API_URL": telegram.base_url,
-    }
+    env = fakes_env(portal, telegram)
     async with bot_process(config, wrapper=(*wrapper, "-o", str(trace)), **env) as bot:
         # started: it polls, and its first command is answered (start-up writes are not counted)
         await telegram.wait_for(lambda: bool(telegram.calls_to("getUpdates")), timeout=60)

@@ -25,7 +25,7 @@ from bot.storage import AuditEntry, Mark, open_storage, utc_now
 from bot.storage_pg import PostgresStorage
 from bot.webhook import build_web_app
 from tests.conftest import ANNA, make_portal
-from tests.harness import CONFIG_YAML, OLGA, TOKEN
+from tests.harness import CONFIG_YAML, OLGA, TOKEN, fakes_env
 from tests.test_e2e_audit import command
 
 SECRET = "two-instances-secret"
@@ -120,11 +120,7 @@ async def test_the_audit_trail_in_postgres(postgres: str) -> None:
 async def test_two_instances_receiving_one_update_transfer_once(postgres: str) -> None:
     portal = make_portal()
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        env = {
-            "BITRIX24_WEBHOOK_URL": portal.url,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": telegram.base_url,
-        }
+        env = fakes_env(portal, telegram)
         text = CONFIG_YAML.replace(
             'storage: {path: "${STORAGE_PATH:-:memory:}"}', f"storage: {{url: '{postgres}'}}"
         )

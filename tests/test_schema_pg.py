@@ -18,7 +18,7 @@ from bot.storage import AuditEntry, Mark, utc_now
 from bot.storage_pg import PostgresStorage
 from tests import test_postgres
 from tests.conftest import make_portal
-from tests.harness import CONFIG_YAML, TOKEN
+from tests.harness import CONFIG_YAML, TOKEN, fakes_env
 from tests.processes import bot_process
 
 postgres = test_postgres.postgres  # the suite's throwaway PostgreSQL server
@@ -258,11 +258,7 @@ async def test_the_bot_refuses_to_start_on_a_newer_schema(database: str, tmp_pat
     )
     portal = make_portal()
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        env = {
-            "BITRIX24_WEBHOOK_URL": portal.url,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": telegram.base_url,
-        }
+        env = fakes_env(portal, telegram)
         async with bot_process(config, **env) as process:
             code = await process.finish()
         assert telegram.calls_to("getUpdates") == [], "it never took an update"

@@ -19,7 +19,7 @@ from bot.sandbox.telegram import FakeTelegram
 from bot.storage import Mark
 from bot.webhook import build_web_app, parse_listen
 from tests.conftest import ANNA, make_portal
-from tests.harness import CONFIG_YAML, OLGA, TOKEN
+from tests.harness import CONFIG_YAML, OLGA, TOKEN, fakes_env
 from tests.test_cli import run_cli
 from tests.test_e2e_audit import command
 
@@ -45,11 +45,7 @@ class Hooked:
 async def webhook_bot() -> AsyncIterator[Hooked]:
     portal = make_portal()
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
-        env = {
-            "BITRIX24_WEBHOOK_URL": portal.url,
-            "TELEGRAM_BOT_TOKEN": TOKEN,
-            "TELEGRAM_API_URL": telegram.base_url,
-        }
+        env = fakes_env(portal, telegram)
         config = parse_config(CONFIG_YAML, env)
         app = build_app(config)
         bot = build_bot(config, app.metrics)
