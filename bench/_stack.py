@@ -297,12 +297,6 @@ def peak_rss_mib() -> float:
     return round(kib / 1024, 1) if kib is not None else math.nan
 
 
-def rss_mib() -> float:
-    """This process's current resident set size (VmRSS) in MiB; NaN where /proc has none."""
-    kib = _proc_status_kib("VmRSS")
-    return round(kib / 1024, 1) if kib is not None else math.nan
-
-
 class Stopwatch:
     """``with Stopwatch() as sw: ...`` then ``sw.seconds``."""
 

@@ -274,6 +274,7 @@ class SqliteStorage:
         whole commit), none when nothing changed since the last one."""
         db = self._db
         if db is None or self.path in ("", ":memory:") or db.total_changes == self._synced:
+            self._unsynced = False  # nothing left to put on disk, or no disk
             return
         changes = db.total_changes
         wal = os.open(f"{self.path}-wal", os.O_RDONLY)

@@ -15,7 +15,14 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import CallbackQuery, Chat, Message, TelegramObject, Update, User
 
 from bot.access import Verdict
-from bot.command import DialogKind, DialogRef, UsageError, parse_finish, parse_transfer
+from bot.command import (
+    COMMANDS,
+    DialogKind,
+    DialogRef,
+    UsageError,
+    parse_finish,
+    parse_transfer,
+)
 from bot.inbox import Delivery, Inbox, update_key
 from bot.messages import Html, Lang, pick_language
 from bot.pending import Action
@@ -41,9 +48,7 @@ class CurrentServices(BaseMiddleware):
 
 
 # what the commands counter names; anything else starting with "/" is "unknown"
-_COUNTED = frozenset(
-    {"transfer", "finish", "history", "operators", "queues", "help", "start", "reload"}
-)
+_COUNTED = frozenset(COMMANDS)
 
 
 def _counted_as(event: TelegramObject) -> str:

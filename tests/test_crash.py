@@ -253,6 +253,9 @@ async def test_kill_9_while_a_lone_commands_first_look_is_out_tells_where_the_di
     # update and the mark): killed then, the next start never transfers, and says where the
     # dialog is now
     config = write_config(tmp_path)
+    # the look outlasts the kill, however slow the machine: no timeout ends it first
+    slow = config.read_text().replace("${TIMEOUT_S:-3}", "60").replace("${DEADLINE_S:-6}", "120")
+    config.write_text(slow)
     portal = make_portal()
     portal.dialogs[FIRST] = SimDialog(FIRST, FIRST, f"Guest {FIRST}", owner=BOB, line_id=3)
     async with portal, FakeTelegram(TOKEN, bot_username="handoff_test_bot") as telegram:
@@ -261,7 +264,7 @@ async def test_kill_9_while_a_lone_commands_first_look_is_out_tells_where_the_di
             # the start-up check of the portal is over: the command is the only one calling
             await telegram.wait_for(lambda: portal_checked(first), timeout=30)
             # the first look (beside "is Anna online?") hangs until the kill
-            portal.inject("batch", Fault.delay(30, apply=False), carrying="user.get")
+            portal.inject("batch", Fault.delay(90, apply=False), carrying="user.get")
             telegram.send_message(f"/transfer {FIRST} @anna", user_id=CROWD)
             await telegram.wait_for(lambda: portal.pending_faults == 0, timeout=30)
             # the look hangs; the command is marked sent all the same (on disk, read by

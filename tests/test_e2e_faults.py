@@ -131,7 +131,12 @@ async def test_transfer_faults_under_concurrency_one_outcome_each_never_twice(
             for command in call.params["cmd"].values()
             if command.startswith(TRANSFER)
         ]
-        assert sorted(sent) == [str(n) for n in range(6000, 6012)], "one transfer call each"
+        # never twice; a command whose first look was in the faulty batch sent none, and
+        # its supervisor was told why
+        assert len(sent) == len(set(sent)), "at most one transfer call each"
+        for i, n in enumerate(range(6000, 6012)):
+            if str(n) not in sent:
+                assert h.telegram.messages_to(CROWD + i)[0].plain_text.startswith("❌"), n
 
 
 async def test_slow_portal_under_concurrency() -> None:

@@ -4,14 +4,12 @@ transfer to an operator who is offline — the real bot, the fake Bot API, the p
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from bot.sandbox.portal import PortalSimulator, SimOperator
 from handlers.keyboards import ConfirmTap, PageTap, TargetTap
 from tests.conftest import ANNA, BOB, PAVEL, SUPPORT, make_portal
-from tests.harness import CONFIG_YAML, OLGA, Harness, running_bot
+from tests.harness import CONFIG_YAML, OLGA, running_bot
 
 USER_GET = "user.get"
 OK = ConfirmTap().pack()
@@ -27,23 +25,6 @@ def crowd(count: int = 18) -> tuple[PortalSimulator, str]:
         portal.operators[100 + i] = SimOperator(100 + i, f"Operator {i}", online=i % 2 == 1)
         lines.append(f"  - {{key: op{i}, bitrix_id: {100 + i}, name: Operator {i}}}\n")
     return portal, CONFIG_YAML.replace("queues:\n", "".join(lines) + "queues:\n")
-
-
-async def tap(
-    h: Harness, message: Any, data: str, language: str, *, check_button: bool = True
-) -> dict[str, Any]:
-    """Press a button as Olga, whose Telegram speaks ``language``."""
-    answers = len(h.telegram.callback_answers)
-    h.telegram.press_button(
-        message.message_id,
-        data,
-        user_id=OLGA,
-        language_code=language,
-        check_button=check_button,
-    )
-    await h.telegram.wait_for(lambda: len(h.telegram.callback_answers) > answers)
-    await h.settle()
-    return h.telegram.callback_answers[answers]
 
 
 def asked(portal: PortalSimulator) -> list[list[int]]:
@@ -87,7 +68,7 @@ async def test_a_name_that_fits_eighteen_pages_by_six(
         ]
         assert asked(portal) == [[101, 102, 103, 104, 105, 106]], "the six shown, one call"
 
-        await tap(h, question, MORE, language)
+        await h.tap(question, MORE, language=language)
         assert h.labels(question) == [
             "🟢 Operator 7",
             "⚪ Operator 8",
@@ -101,7 +82,7 @@ async def test_a_name_that_fits_eighteen_pages_by_six(
         ]
         assert h.now(question).plain_text == text
         assert asked(portal)[1:] == [[107, 108, 109, 110, 111, 112]]
-        await tap(h, h.now(question), PageTap(page=2).pack(), language)
+        await h.tap(h.now(question), PageTap(page=2).pack(), language=language)
         assert h.labels(question)[:6] == [
             "🟢 Operator 13",
             "⚪ Operator 14",
@@ -115,14 +96,15 @@ async def test_a_name_that_fits_eighteen_pages_by_six(
 
         # Anna was never offered here: refused, nothing sent
         anna = TargetTap(kind="o", id=ANNA).pack()
-        refused = await tap(h, h.now(question), anna, language, check_button=False)
-        assert refused["text"] in (
-            "This button is not valid any more.",
-            "Эта кнопка больше не действует.",
-        )
+        refused = await h.tap(h.now(question), anna, language=language, check_button=False)
+        not_valid = {
+            "en": "This button is not valid any more.",
+            "ru": "Эта кнопка больше не действует.",
+        }
+        assert refused["text"] == not_valid[language]
         assert h.rest_calls() == []
         # Operator 14 is marked offline: the tap is informed, no second question
-        await tap(h, h.now(question), TargetTap(kind="o", id=114).pack(), language)
+        await h.tap(h.now(question), TargetTap(kind="o", id=114).pack(), language=language)
         assert h.rest_calls() == [{"CHAT_ID": 2043, "USER_ID": 114}]
         assert h.now(question).plain_text.startswith(f"{done} 2043")
         assert h.now(question).reply_markup is None
@@ -239,7 +221,7 @@ async def test_a_typed_transfer_to_someone_offline_asks_first(
         )
         assert h.rest_calls() == [], "no transfer before the tap"
         assert portal.dialogs[2043].owner == BOB
-        await tap(h, question, OK, language)
+        await h.tap(question, OK, language=language)
         assert h.rest_calls() == [{"CHAT_ID": 2043, "USER_ID": ANNA}]
         assert h.now(question).plain_text == result
         assert "2043 «Ivan Petrov — WhatsApp»: Bob Lee → Anna Smirnova" in h.team_chat()[-1]
@@ -276,7 +258,7 @@ async def test_a_bulk_transfer_to_someone_offline_asks_once() -> None:
         lines = confirm.plain_text.splitlines()
         assert lines[0] == "⚪ Оператор Anna Smirnova не в сети."
         assert lines[1].startswith("Передать")
-        await tap(h, confirm, OK, "ru")
+        await h.tap(confirm, OK, language="ru")
         assert [c["CHAT_ID"] for c in h.rest_calls()] == [2043, 2045, 2046], "asked once"
         assert h.now(confirm).plain_text.count("✅") == 3
 

@@ -121,6 +121,7 @@ async def test_commands_one_at_a_time_cost_one_sync_each(tmp_path: Path) -> None
             await asyncio.sleep(max(0.0, PERIOD_S - latencies[-1]))
         await asyncio.sleep(0.5)
         syncs = traced.syncs() - before
+    assert all(portal.dialogs[FIRST + i].owner == ANNA for i in range(count))
     latencies.sort()
     print(f"{syncs} syncs for {count} commands; p50 {latencies[count // 2] * 1000:.1f} ms")
     # the update, kept before the next getUpdates confirms it, and the sent mark, made while

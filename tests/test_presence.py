@@ -126,7 +126,8 @@ async def test_a_failing_portal_gives_no_marks_and_is_left_alone_for_a_minute(
 async def test_a_slow_portal_does_not_hold_the_command_up() -> None:
     clock = Clock()
     async with make_portal() as portal:
-        portal.inject(USER_GET, Fault.delay(5, apply=False))
+        # the portal would say Anna is online, 5 s late: waited for, she would be marked
+        portal.inject(USER_GET, Fault.delay(5, apply=True))
         async with BitrixClient(bitrix_settings(portal.url, timeout_s=10.0)) as client:
             presence = Presence(client, clock=clock, wait_s=0.3)
             assert await presence.of([op(ANNA)]) == {}
