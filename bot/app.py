@@ -20,6 +20,8 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import TelegramAPIError
+from aiogram.methods import AnswerCallbackQuery, EditMessageText, GetUpdates, SendMessage
+from aiogram.methods.base import Response
 from aiogram.types import (
     BotCommand,
     BotCommandScopeAllGroupChats,
@@ -47,6 +49,15 @@ log = logging.getLogger(__name__)
 # the "/" menu: everything in private chats; in groups only what makes sense in front of a team
 PRIVATE_COMMANDS = ("transfer", "finish", "history", "operators", "queues", "help", "reload")
 GROUP_COMMANDS = ("transfer", "finish", "history", "help")
+
+# aiogram reads every answer with ``Response[<what the method returns>]``, and pydantic keeps
+# such classes only in a weak cache: each garbage collection that frees one makes the next
+# answer build it again (about 4 ms; seen on every few commands). Held here for the methods
+# the bot calls all the time (their answers are lists of updates, a message, or true).
+_ANSWER_TYPES = tuple(
+    Response[method.__returning__]  # type: ignore[name-defined]
+    for method in (GetUpdates, SendMessage, EditMessageText, AnswerCallbackQuery)
+)
 
 
 class BotPoster:

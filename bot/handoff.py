@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from bot.bitrix24.client import BitrixClient, Dialog, Seen
 from bot.bitrix24.errors import BitrixError
@@ -23,6 +24,8 @@ from bot.directory import Target
 from bot.inbox import before_write
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _MEMORY_S = 300.0  # far longer than any command's look-then-move can take
 
@@ -110,7 +113,7 @@ class Handoff:
                 else:
                     seen.add(look.chat_id)
                     jobs.append(self._move(ref, look, target, looks.at))
-            outcomes = list(await asyncio.gather(*jobs))
+            outcomes = await _each(jobs)
         finally:
             # forget what no command in flight can need, so the tables do not grow forever
             self._locks = {k: v for k, v in self._locks.items() if v.locked()}
@@ -122,7 +125,7 @@ class Handoff:
 
     async def look(self, refs: Sequence[DialogRef]) -> list[Dialog | BitrixError]:
         """Each dialog as Bitrix24 describes it now, or why it cannot be seen."""
-        return list(await asyncio.gather(*(self._look(ref) for ref in refs)))
+        return await _each([self._look(ref) for ref in refs])
 
     async def looked(self, refs: Sequence[DialogRef], *, marking: bool = False) -> Looks:
         """:meth:`look`, with when it was done: what :meth:`transfer` may be given.
@@ -151,10 +154,8 @@ class Handoff:
         """Finish each dialog (``imopenlines.operator.another.finish``); one outcome per ref."""
         started = time.monotonic()
         looks = (await self.looked(refs, marking=True)).items
-        outcomes = list(
-            await asyncio.gather(
-                *(self._finish_one(ref, look) for ref, look in zip(refs, looks, strict=True))
-            )
+        outcomes = await _each(
+            [self._finish_one(ref, look) for ref, look in zip(refs, looks, strict=True)]
         )
         for outcome in outcomes:
             _log(outcome, None, started)
@@ -207,6 +208,13 @@ def _judged(ref: DialogRef, before: Dialog, seen: Seen, done: bool, status: Stat
     if done:
         return Outcome(ref, status, before, after=seen.after)
     return Outcome(ref, Status.NOT_MOVED, before, seen.unclear, seen.after)
+
+
+async def _each(jobs: Sequence[Awaitable[T]]) -> list[T]:
+    """Await each job, side by side; one (most commands name one dialog) needs no task."""
+    if len(jobs) == 1:
+        return [await jobs[0]]
+    return list(await asyncio.gather(*jobs))
 
 
 async def _ready(outcome: Outcome) -> Outcome:

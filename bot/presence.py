@@ -63,6 +63,9 @@ class Presence:
         ids = list(dict.fromkeys(t.bitrix_id for t in targets if t.kind is Kind.OPERATOR))
         if not ids:
             return {}
+        known = self.known(ids)
+        if len(known) == len(ids):  # all seen within the minute: no call, nothing to wait for
+            return known
         try:
             async with asyncio.timeout(self._wait_s):
                 async with self._asking:

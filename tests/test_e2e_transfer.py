@@ -39,12 +39,12 @@ async def test_transfer_to_an_operator() -> None:
     async with running_bot() as h:
         reply = await h.say("/transfer 2043 @anna")
         assert h.rest_calls() == [{"CHAT_ID": 2043, "USER_ID": ANNA}]
-        # is Anna online (asked once a minute)? and a look, in one batch; then the transfer
+        # a look and is Anna online (asked once a minute)?, in one batch; then the transfer
         # with the look that verifies it, in another
         assert h.rest_calls(DIALOG_GET) == [{"CHAT_ID": 2043}, {"CHAT_ID": 2043}]
         batches = [c for c in h.portal.calls if not c.in_batch]
         assert [list(c.params["cmd"].values()) for c in batches] == [
-            ["user.get?FILTER%5BID%5D%5B0%5D=15", f"{DIALOG_GET}?CHAT_ID=2043"],
+            [f"{DIALOG_GET}?CHAT_ID=2043", "user.get?FILTER%5BID%5D%5B0%5D=15"],
             [f"{TRANSFER}?CHAT_ID=2043&USER_ID={ANNA}", f"{DIALOG_GET}?CHAT_ID=2043"],
         ]
         assert (

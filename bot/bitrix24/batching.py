@@ -183,6 +183,15 @@ class BatchQueue:
                 taken += self._queue.popleft()
             self._queued -= len(taken)
             self._unanswered += len(taken)
+            if not self._queue:
+                # nothing else queued: this task sends it, and a call from now on starts another
+                self._flusher = None
+                me = asyncio.current_task()
+                assert me is not None
+                self._sending.add(me)
+                me.add_done_callback(self._sending.discard)
+                await self._send(taken)
+                return
             task = asyncio.create_task(self._send(taken))
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
