@@ -102,7 +102,7 @@ class Handoff:
         started = time.monotonic()
         try:
             if looks is None:
-                looks = await self.looked(refs, marking=True)
+                looks = await self.looked(refs)
             seen: set[int] = set()
             jobs: list[Awaitable[Outcome]] = []
             for ref, look in zip(refs, looks.items, strict=True):
@@ -127,22 +127,10 @@ class Handoff:
         """Each dialog as Bitrix24 describes it now, or why it cannot be seen."""
         return await _each([self._look(ref) for ref in refs])
 
-    async def looked(self, refs: Sequence[DialogRef], *, marking: bool = False) -> Looks:
-        """:meth:`look`, with when it was done: what :meth:`transfer` may be given.
-
-        ``marking``: a write is likely to follow. When the look is a lone call it leaves at once,
-        so the command is marked sent meanwhile: the mark's sync costs no time beside the
-        round trip, and keeps the update taken a moment before with the same sync. Under
-        load the look waits for the bucket; a crash then should leave the command to be
-        carried out again, so each write marks it just before it goes out, as it always does.
-        """
-        marked = asyncio.ensure_future(before_write()) if marking and self._client.lone else None
+    async def looked(self, refs: Sequence[DialogRef]) -> Looks:
+        """:meth:`look`, with when it was done: what :meth:`transfer` may be given."""
         at = time.monotonic()
-        try:
-            return Looks(await self.look(refs), at)
-        finally:
-            if marked is not None:
-                await marked
+        return Looks(await self.look(refs), at)
 
     async def _look(self, ref: DialogRef) -> Dialog | BitrixError:
         try:
@@ -153,7 +141,7 @@ class Handoff:
     async def finish(self, refs: Sequence[DialogRef]) -> list[Outcome]:
         """Finish each dialog (``imopenlines.operator.another.finish``); one outcome per ref."""
         started = time.monotonic()
-        looks = (await self.looked(refs, marking=True)).items
+        looks = (await self.looked(refs)).items
         outcomes = await _each(
             [self._finish_one(ref, look) for ref, look in zip(refs, looks, strict=True)]
         )

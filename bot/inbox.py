@@ -43,16 +43,19 @@ class Delivery:
 
     key: str
     mark: Mark  # NEW, RESUMED (a dead run sent nothing) or CUT_OFF (it may have sent)
+    sent: bool = False  # taken marked sent already (NEW only): on disk with the next flush
 
 
 class _Journal:
     """Marks one update as sent, and as answered, once each, however many dialogs of it go
     out together."""
 
-    def __init__(self, storage: Storage, key: str) -> None:
+    def __init__(self, storage: Storage, delivery: Delivery) -> None:
         self._storage = storage
-        self._key = key
-        self._sent: asyncio.Future[None] | None = None
+        self._key = delivery.key
+        # taken marked sent: it is sent once it is on disk, which the flush that confirms it
+        # to Telegram sees to anyway; waited for from now on, beside the first look
+        self._sent = asyncio.ensure_future(storage.flush()) if delivery.sent else None
         self._answered: asyncio.Future[None] | None = None
 
     async def sending(self) -> None:
@@ -138,7 +141,7 @@ class Inbox:
         return len(self._tasks)
 
     async def _carry_out(self, bot: Bot, update: Update, delivery: Delivery) -> None:
-        journal = _Journal(self._storage, delivery.key)
+        journal = _Journal(self._storage, delivery)
         _journal.set(journal)  # this task's context only
         # a failure inside is the errors router's to answer; cancelled (a stop that ran out of
         # time) leaves the mark open, so the next run finishes it

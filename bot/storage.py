@@ -15,7 +15,6 @@ import os
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,9 +28,6 @@ from bot.schema import migrate_sqlite
 T = TypeVar("T")
 
 MARKS_KEPT = timedelta(days=7)
-# how long a flush waits for company before it syncs: the command it keeps usually marks
-# itself sent a millisecond or two later, and one sync then keeps both
-COMMIT_DELAY_S = 0.01
 CSV_HEADER = (
     "time",
     "user_id",
@@ -103,9 +99,10 @@ class Storage(Protocol):
     async def close(self) -> None:
         """Disconnect."""
 
-    async def take(self, key: str, payload: str) -> Mark:
+    async def take(self, key: str, payload: str, *, sent: bool = False) -> Mark:
         """Take the mark of an update and keep the update (the inbox), atomically, before
-        Telegram is told it arrived; adopts it from a run that died."""
+        Telegram is told it arrived; adopts it from a run that died. ``sent``: a new mark is
+        marked sent at once (on disk with the :meth:`flush` that follows)."""
 
     async def sending(self, key: str) -> None:
         """A write to Bitrix24 for this update may go out now: never carry it out again
@@ -156,8 +153,8 @@ class Sync(StrEnum):
     """Whether a storage call waits for the disk before its caller hears back."""
 
     NO = "no"  # committed: a kill -9 keeps it, a power cut may not
-    SOON = "soon"  # on disk, with whatever comes within COMMIT_DELAY_S
-    NOW = "now"  # on disk at once
+    TAKEN = "taken"  # on disk if updates were taken since the last sync (a flush)
+    NOW = "now"  # on disk
 
 
 @dataclass(frozen=True)
@@ -201,9 +198,9 @@ class SqliteStorage:
     crash may lose the last ones. Where that matters the bot waits for the disk: the updates
     before Telegram is told they arrived (:meth:`flush`), the sent mark before a write to
     Bitrix24 (:meth:`sending`). The WAL is a log, so one sync keeps every commit before it;
-    and what is queued together shares one (a burst costs a sync, not one a command). A flush
-    waits a few milliseconds for company: a command alone marks itself sent while its first
-    look is under way, and its update and its mark then share one sync.
+    and what is queued together shares one (a burst costs a sync, not one a command). A command
+    alone is taken already marked sent (see :class:`handlers.middlewares.Intake`), so its
+    update and its mark share one sync too.
     """
 
     shared = False  # one file serves one running bot
@@ -230,31 +227,22 @@ class SqliteStorage:
 
     def _serve(self) -> None:
         """The storage thread: run what is queued, in order; then, if any of it must be on
-        disk, one sync for all of it before those callers hear back. A flush (``SOON``)
-        waits a little for company first; a sent mark (``NOW``) does not."""
+        disk, one sync for all of it before those callers hear back."""
         while True:
             job = self._jobs.get()
             waiting: list[tuple[_Job[Any], Any]] = []
-            urgent = False
-            deadline: float | None = None
             while job is not None:
                 try:
                     result = self._with(job.work)
                 except BaseException as err:  # the caller's to handle, not this thread's
                     job.settle(None, err)
                 else:
-                    if job.sync is Sync.NO or (job.sync is Sync.SOON and not self._unsynced):
+                    if job.sync is Sync.NO or (job.sync is Sync.TAKEN and not self._unsynced):
                         job.settle(result, None)
                     else:
                         waiting.append((job, result))
-                        urgent = urgent or job.sync is Sync.NOW
                 try:
-                    if waiting and not urgent:
-                        if deadline is None:
-                            deadline = time.monotonic() + COMMIT_DELAY_S
-                        job = self._jobs.get(timeout=max(0.0, deadline - time.monotonic()))
-                    else:
-                        job = self._jobs.get_nowait()
+                    job = self._jobs.get_nowait()
                 except queue.Empty:
                     break
             if waiting:
@@ -328,14 +316,15 @@ class SqliteStorage:
 
     async def flush(self) -> None:
         """Wait until the updates taken so far are on disk (before Telegram is told they
-        arrived); at once when there are none, else within a few milliseconds."""
-        await self._run(lambda db: None, Sync.SOON)
+        arrived): one sync for all of them, none when there are none."""
+        await self._run(lambda db: None, Sync.TAKEN)
 
     # ---- marks ------------------------------------------------------------------------
 
-    async def take(self, key: str, payload: str) -> Mark:
+    async def take(self, key: str, payload: str, *, sent: bool = False) -> Mark:
         """Take the mark of an update and keep the update, in one statement each; one file
         serves one running bot, so a mark of another run is a mark of a run that died.
+        ``sent``: a new mark is marked sent at once.
 
         Not waited for on disk here: the updates of one ``getUpdates`` are taken one after
         another, and :meth:`flush` keeps them all with one sync before Telegram hears of it.
@@ -343,13 +332,14 @@ class SqliteStorage:
 
         def take(db: sqlite3.Connection) -> Mark:
             inserted = db.execute(
-                "INSERT OR IGNORE INTO marks (key, taken_at, boot, payload) VALUES (?, ?, ?, ?)",
-                (key, utc_now().isoformat(), self.boot, payload),
+                "INSERT OR IGNORE INTO marks (key, taken_at, boot, payload, sent)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (key, utc_now().isoformat(), self.boot, payload, int(sent)),
             ).rowcount
             if inserted:
                 self._unsynced = True
                 return Mark.NEW
-            boot, done, sent = db.execute(
+            boot, done, was_sent = db.execute(
                 "SELECT boot, done, sent FROM marks WHERE key = ?", (key,)
             ).fetchone()
             if done:
@@ -363,7 +353,7 @@ class SqliteStorage:
             if not adopted:
                 return Mark.RUNNING
             self._unsynced = True
-            return Mark.CUT_OFF if sent else Mark.RESUMED
+            return Mark.CUT_OFF if was_sent else Mark.RESUMED
 
         return await self._run(take)
 

@@ -96,17 +96,19 @@ class PostgresStorage:
             await self._pool.close()
             self._pool = None
 
-    async def take(self, key: str, payload: str) -> Mark:
+    async def take(self, key: str, payload: str, *, sent: bool = False) -> Mark:
         """Take the mark of an update and keep the update; exactly one instance gets NEW,
-        and exactly one adopts it from a run that died."""
+        and exactly one adopts it from a run that died. ``sent``: a new mark is marked sent
+        at once."""
         db = self._db()
         won = await db.fetchval(
-            "INSERT INTO marks (key, taken_at, boot, payload) VALUES ($1, $2, $3, $4)"
+            "INSERT INTO marks (key, taken_at, boot, payload, sent) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (key) DO NOTHING RETURNING key",
             key,
             utc_now(),
             self.boot,
             payload,
+            sent,
         )
         if won is not None:
             return Mark.NEW

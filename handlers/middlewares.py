@@ -224,14 +224,19 @@ class Intake(BaseMiddleware):
         bot: Bot = data["bot"]
         key = update_key(bot.id, event.update_id)
         payload = event.model_dump_json(exclude_unset=True, exclude_none=True)
-        mark = await services.storage.take(key, payload)
+        # a command alone is marked sent as it is kept: its first write follows within a round
+        # trip or two, and one sync keeps both. Under load its calls wait for the bucket, and a
+        # crash meanwhile should leave it to be carried out again: marked right before its
+        # first write instead
+        sent = _acts(event) and services.handoff.client.lone
+        mark = await services.storage.take(key, payload, sent=sent)
         if mark in (Mark.DONE, Mark.RUNNING):
             log.info("update %s delivered again: dropped", event.update_id)
             if _acts(event):
                 command = await _command(event, services)
                 await services.storage.record(command.entries(event, data, "DUPLICATE")[:1])
             return None
-        self._inbox.start(bot, event, Delivery(key, mark))
+        self._inbox.start(bot, event, Delivery(key, mark, sent=sent and mark is Mark.NEW))
         return None
 
     async def _carry_out(

@@ -80,7 +80,7 @@ async def transfer(
         # where the dialogs are and whether the operator is online (offline: ask first),
         # together: one round trip
         looks, online = await asyncio.gather(
-            services.handoff.looked(plan.dialogs, marking=True),
+            services.handoff.looked(plan.dialogs),
             services.presence.of([plan.target]),
         )
         if offline_first(plan.target, looks.items, online):

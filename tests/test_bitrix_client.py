@@ -9,6 +9,7 @@ import socket
 
 import pytest
 
+from bot.bitrix24 import batching
 from bot.bitrix24.client import BitrixClient, Seen
 from bot.bitrix24.codes import KNOWN_CODES, OURS, KnownCode
 from bot.bitrix24.errors import BitrixError
@@ -572,3 +573,24 @@ async def test_commands_one_at_a_time_are_lone_and_a_burst_is_not() -> None:
             assert not client.lone, "38 transfers queued at once"
             await asyncio.gather(*burst)
     assert len([c for c in portal.calls if not c.in_batch]) == 4 + 2, "76 calls, two batches"
+
+
+async def test_a_commands_next_call_right_after_its_last_goes_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a portal 0 ms away: the transfer comes right after the command's own look, with nothing
+    # else of ours under way and the bucket nearly empty, so it does not wait for company
+    # (which it would, the bucket's quarter second here, with the quiet made long)
+    monkeypatch.setattr(batching, "QUIET_S", 5.0)
+    portal = make_portal(leak_per_s=2.0, burst=50)
+    async with portal:
+        settings = bitrix_settings(portal.url, rate_per_s=2.0, burst=50, deadline_s=30.0)
+        async with BitrixClient(settings) as client:
+            for n in (2043, 2044):
+                started = asyncio.get_running_loop().time()
+                await client.dialog(n)
+                seen = await client.transfer(n, TO_ANNA)
+                waited = asyncio.get_running_loop().time() - started
+                assert seen.after.owner_id == ANNA
+                assert waited < 0.2, f"{waited:.2f} s: it waited to share a batch"
+    assert len([c for c in portal.calls if not c.in_batch]) == 4, "each call as it came"

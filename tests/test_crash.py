@@ -249,8 +249,8 @@ async def test_sigterm_mid_burst_answers_what_it_took_and_exits_0_in_time(
 async def test_kill_9_while_a_lone_commands_first_look_is_out_tells_where_the_dialog_is(
     tmp_path: Path,
 ) -> None:
-    # a command alone is marked sent while its first look is under way (one sync for the
-    # update and the mark): killed then, the next start never transfers, and says where the
+    # a command alone is marked sent as it is taken (one sync for the update and the mark):
+    # killed while its first look is out, the next start never transfers, and says where the
     # dialog is now
     config = write_config(tmp_path)
     # the look outlasts the kill, however slow the machine: no timeout ends it first

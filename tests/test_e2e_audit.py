@@ -12,7 +12,7 @@ import pytest
 
 from bot.directory import Target
 from bot.inbox import update_key
-from bot.storage import AuditEntry, SqliteStorage, utc_now
+from bot.storage import AuditEntry, Mark, SqliteStorage, utc_now
 from tests.conftest import ANNA, make_portal
 from tests.harness import CONFIG_YAML, OLGA, TOKEN, running_bot
 from tests.test_cli import run_cli
@@ -250,6 +250,23 @@ async def test_a_command_a_dead_run_may_have_sent_is_looked_at_not_resent(
             for dialog in ("2043", "2044"):
                 [entry] = await storage.history(dialog=dialog)
                 assert (entry.outcome, entry.update_id) == ("CUT_OFF", 78)
+
+
+async def test_a_command_taken_marked_sent_is_never_carried_out_again(tmp_path: Path) -> None:
+    # a command alone is marked sent as it is taken (its first write follows at once, and one
+    # sync keeps both): a run that died after taking it may have sent it
+    database = str(tmp_path / "handoff.sqlite3")
+    dead = SqliteStorage(database, boot="dead-run")
+    assert await dead.take("u:1:5", "{}", sent=True) is Mark.NEW
+    assert await dead.take("u:1:6", "{}") is Mark.NEW
+    await dead.flush()
+    await dead.close()
+    fresh = SqliteStorage(database, boot="next-run")
+    try:
+        assert await fresh.take("u:1:5", "{}") is Mark.CUT_OFF
+        assert await fresh.take("u:1:6", "{}") is Mark.RESUMED, "it sent nothing"
+    finally:
+        await fresh.close()
 
 
 async def test_a_command_left_too_long_ago_is_reported_not_carried_out(tmp_path: Path) -> None:

@@ -6,9 +6,10 @@ that wait for the bucket, leave together as soon as it lets one request through:
 transfers finishes in a fraction of the time the bucket would allow one call at a time.
 
 The bucket's burst is not spent on small batches while more calls are coming: a call goes
-out at once only while the bucket holds nothing of ours, or when it is lone (few others
-queued or under way, none just before it: a lone command, or commands one at a time, never
-wait); otherwise calls gather until a batch is full or none has come for :data:`QUIET_S`.
+out at once only while the bucket holds nothing of ours, when it is alone (nothing else of
+ours queued or under way, and the bucket holds only a few), or when it is lone (few others
+queued or under way, none just before it); a lone command, or commands one at a time, never
+wait. Otherwise calls gather until a batch is full or none has come for :data:`QUIET_S`.
 Waiting is cheap there: a token not taken now stays in the bucket.
 
 A *group* of calls (a transfer and the look that verifies it) always travels in one batch,
@@ -37,7 +38,9 @@ MAX_BATCH = 50  # Bitrix24 refuses more commands in one batch
 # in a burst, a batch leaves when no call has joined it for this long: its calls come in
 # waves (each sync of the storage lets a few dozen go), a few to twenty milliseconds apart
 QUIET_S = 0.05
-LONE_CALLS = 4  # calls queued or unanswered up to which they go at once (a command's: 1, 2)
+# calls queued or unanswered up to which they go at once (a command's: 1, 2); and requests in
+# the bucket up to which a call alone does
+LONE_CALLS = 4
 # a call after this long with none is a lone one (a command's next call comes a round trip
 # after its last); calls of a burst come a millisecond or so apart
 LONE_GAP_S = 0.02
@@ -197,18 +200,31 @@ class BatchQueue:
             task.add_done_callback(self._sending.discard)
 
     def lone(self) -> bool:
-        """Whether a call made now would be a lone one: few others queued or under way, and
-        none just before it (a command alone, or commands one at a time)."""
-        return self._lone(asyncio.get_running_loop().time() - self._last_at)
+        """Whether a call made now would go at once, alone or lone: nothing else of ours
+        queued or under way, or few and none just before it (a command alone, or commands one
+        at a time)."""
+        alone = not self._queued and not self._unanswered
+        return self._alone(alone) or self._lone(asyncio.get_running_loop().time() - self._last_at)
+
+    def _alone(self, alone: bool) -> bool:
+        # a command's next call comes one round trip after its last: with a portal a few
+        # milliseconds away that is "just before"; alone, with the bucket nearly empty, it
+        # still goes at once (a burst's first calls do too, a few at most)
+        return alone and self._limiter.has_capacity(self._limiter.max_rate - LONE_CALLS)
 
     def _lone(self, gap: float) -> bool:
         return self._queued + self._unanswered <= LONE_CALLS and gap >= LONE_GAP_S
 
     def _at_once(self) -> bool:
         """Whether the calls queued go at once: while nothing of ours is in the bucket, or
-        when they are lone. Others gather, or a burst would spend the bucket's own burst on
-        small batches while more calls come."""
-        return self._limiter.has_capacity(self._limiter.max_rate) or self._lone(self._gap)
+        when they are alone or lone. Others gather, or a burst would spend the bucket's own
+        burst on small batches while more calls come."""
+        alone = self._queued == len(self._queue[0]) and not self._unanswered
+        return (
+            self._limiter.has_capacity(self._limiter.max_rate)
+            or self._alone(alone)
+            or self._lone(self._gap)
+        )
 
     async def _gather(self) -> None:
         """Wait until a batch is full, or no call has come for :data:`QUIET_S`; at most as
