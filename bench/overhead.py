@@ -16,7 +16,7 @@ Both bots use file-backed SQLite in a temporary folder, poll all the time (each 
 FakeTelegram, same settings) and call the same portal simulator, whose answers come after
 0 ms, then 50 ms (``latency_s``: a portal's round trip). Commands are sequential, one every
 ``PERIOD_S`` from ``SUPERVISORS`` supervisors in turn (so the bot's own pacing of a chat,
-one message a second, stays out of it), alternating bots in blocks, after a warm-up.
+one message a second, stays out of it), one command to each bot in turn, after a warm-up.
 Each run gives one p50 ratio per round trip; the figure is their median, min and max.
 
 ``fsyncs_per_command``: the bot as its own process under ``strace -f -c -e
@@ -238,22 +238,23 @@ async def one_run(rtt_ms: int, rounds: int, per_round: int, warmup: int) -> dict
 
 
 async def _alternate(ours: Side, base: Side, rounds: int, per_round: int, warmup: int) -> None:
+    """Warm both up, then ``rounds * per_round`` pairs: one command to each bot in turn (which
+    goes first alternates), so the machine's drifting speed falls on both alike."""
     clocks = {side.name: ReplyClock(side.telegram) for side in (ours, base)}
     counters = {side.name: itertools.count() for side in (ours, base)}
     loop = asyncio.get_running_loop()
 
-    async def block(side: Side, count: int, keep: bool) -> None:
-        for _ in range(count):
-            n = next(counters[side.name])
-            next_at = loop.time() + PERIOD_S
-            await _one(side, clocks[side.name], n, keep=keep)
-            await asyncio.sleep(max(0.0, next_at - loop.time()))
+    async def one(side: Side, keep: bool) -> None:
+        next_at = loop.time() + PERIOD_S
+        await _one(side, clocks[side.name], next(counters[side.name]), keep=keep)
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
 
-    for side in (ours, base):
-        await block(side, warmup, keep=False)
-    for r in range(rounds):
-        for side in (ours, base) if r % 2 == 0 else (base, ours):
-            await block(side, per_round, keep=True)
+    for _ in range(warmup):
+        for side in (ours, base):
+            await one(side, keep=False)
+    for pair in range(rounds * per_round):
+        for side in (ours, base) if pair % 2 == 0 else (base, ours):
+            await one(side, keep=True)
 
 
 # --------------------------------------------------------------------------------------------
