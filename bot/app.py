@@ -204,7 +204,9 @@ def build_app(
     poster = BotPoster()
     services = Services.build(config, Handoff(client), poster)
     messages = services.replies.messages
-    dispatcher = Dispatcher()
+    # no conversation states: a command is one message, and what buttons stand for is kept in
+    # storage (aiogram's FSM middleware would look up a state for every update, for nothing)
+    dispatcher = Dispatcher(disable_fsm=True)
     inbox = Inbox(dispatcher, services.storage)  # the storage outlives reloads
     app = App(config, dispatcher, client, inbox, services, poster, path, env, prepare)
     app.metrics.watch(lambda: inbox.backlog, lambda: client.health.report().status != "ok")
