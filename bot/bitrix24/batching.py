@@ -38,9 +38,10 @@ MAX_BATCH = 50  # Bitrix24 refuses more commands in one batch
 # in a burst, a batch leaves when no call has joined it for this long: its calls come in
 # waves (each sync of the storage lets a few dozen go), a few to twenty milliseconds apart
 QUIET_S = 0.05
-# calls queued or unanswered up to which they go at once (a command's: 1, 2); and requests in
-# the bucket up to which a call alone does
-LONE_CALLS = 4
+LONE_CALLS = 4  # calls queued or unanswered up to which they go at once (a command's: 1, 2)
+# requests in the bucket up to which a call alone goes at once: a command's own (its look,
+# then its transfer with the look that verifies it)
+ALONE_REQUESTS = 2
 # a call after this long with none is a lone one (a command's next call comes a round trip
 # after its last); calls of a burst come a millisecond or so apart
 LONE_GAP_S = 0.02
@@ -210,7 +211,7 @@ class BatchQueue:
         # a command's next call comes one round trip after its last: with a portal a few
         # milliseconds away that is "just before"; alone, with the bucket nearly empty, it
         # still goes at once (a burst's first calls do too, a few at most)
-        return alone and self._limiter.has_capacity(self._limiter.max_rate - LONE_CALLS)
+        return alone and self._limiter.has_capacity(self._limiter.max_rate - ALONE_REQUESTS)
 
     def _lone(self, gap: float) -> bool:
         return self._queued + self._unanswered <= LONE_CALLS and gap >= LONE_GAP_S
