@@ -34,12 +34,13 @@ async def history(message: Message, command: CommandObject, services: Services, 
     if not words:
         await respond(message, replies.history_usage(lang))
         return
-    # two dialogs, or a dialog and a name, or two spelled names: one at a time
-    if len(words) > 1 and any(_dialog(w) or w.startswith(("@", "#")) for w in words):
+    several = len(words) > 1
+    # a dialog and more, or two spelled names: one at a time ("Line 2" is a name)
+    if several and (_dialog(words[0]) or any(w.startswith(("@", "#")) for w in words)):
         await respond(message, replies.history_usage(lang, "many"))
         return
     word = " ".join(words)
-    ref = _dialog(word)
+    ref = None if several else _dialog(word)
     if ref is not None:
         entries = await services.storage.history(dialog=str(ref.number))
     else:
@@ -49,7 +50,11 @@ async def history(message: Message, command: CommandObject, services: Services, 
             await respond(message, replies.history_usage(lang, err))
             return
         except ResolveError as err:
-            await respond(message, replies.unresolved(err, lang))
+            # no one of that name: a name and a dialog ("anna 2043") were meant, one at a time
+            if several and any(_dialog(w) for w in words):
+                await respond(message, replies.history_usage(lang, "many"))
+            else:
+                await respond(message, replies.unresolved(err, lang))
             return
         entries = await services.storage.history(target=target.ref)
     if not entries:

@@ -118,7 +118,12 @@ async def test_history_looks_at_each_dialog_once() -> None:
 
 async def test_history_takes_one_dialog_or_one_name_at_a_time() -> None:
     async with running_bot() as h:
-        for text in ("/history 2043 2044", "/history 2043, @anna", "/history @anna @bob"):
+        for text in (
+            "/history 2043 2044",
+            "/history 2043, @anna",
+            "/history @anna @bob",
+            "/history anna 2043",
+        ):
             reply = await h.say(text)
             assert reply.plain_text == (
                 "One dialog or one name at a time.\n"
@@ -134,6 +139,15 @@ async def test_history_takes_one_dialog_or_one_name_at_a_time() -> None:
             "Whose history? Example: /history 2043 or /history @anna"
         ]
         assert h.portal.calls == []
+
+
+async def test_history_of_a_queue_whose_name_has_a_number() -> None:
+    # "Line 2" is one queue, not a name and a dialog
+    yaml_text = CONFIG_YAML.replace("name: Support line", "name: Line 2")
+    async with running_bot(yaml_text=yaml_text) as h:
+        await h.say("/transfer 2043 #support")
+        reply = await h.say("/history Line 2")
+        assert reply.plain_text.endswith("· 2043 «Ivan Petrov — WhatsApp» → Line 2 · moved · Olga")
 
 
 async def test_history_passes_a_name_of_several_words_whole(
