@@ -134,7 +134,7 @@ def baseline_dispatcher(portal_url: str, directory: Directory) -> Dispatcher:
         await store.record(chat, target.name)
         await message.answer("✅ Done" if moved else "❌ Not moved")
 
-    dispatcher = Dispatcher()
+    dispatcher = Dispatcher(disable_fsm=True)  # as the bot's: no conversation states
     dispatcher.include_router(router)
     return dispatcher
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -50,12 +51,17 @@ class _Journal:
     """Marks one update as sent, and as answered, once each, however many dialogs of it go
     out together."""
 
-    def __init__(self, storage: Storage, delivery: Delivery) -> None:
+    def __init__(
+        self, storage: Storage, delivery: Delivery, on_answered: Callable[[str], None]
+    ) -> None:
         self._storage = storage
         self._key = delivery.key
+        self._on_answered = on_answered
         # taken marked sent: it is sent once it is on disk, which the flush that confirms it
         # to Telegram sees to anyway; waited for from now on, beside the first look
         self._sent = asyncio.ensure_future(storage.flush()) if delivery.sent else None
+        if self._sent is not None:  # a failure is the first write's to raise, if one comes
+            self._sent.add_done_callback(_retrieved)
         self._answered: asyncio.Future[None] | None = None
 
     async def sending(self) -> None:
@@ -65,8 +71,14 @@ class _Journal:
 
     async def answered(self) -> None:
         if self._answered is None:
+            self._on_answered(self._key)
             self._answered = asyncio.ensure_future(self._storage.done(self._key))
         await asyncio.shield(self._answered)
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 # The update a task carries out. A context variable, because the workflow that sends is shared
@@ -126,6 +138,7 @@ class Inbox:
         self._storage = storage
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._alone: str | None = None  # the update taken marked sent and not answered yet
 
     def start(self, bot: Bot, update: Update, delivery: Delivery) -> None:
         """Carry ``update`` out in the background; its mark is done when it ends."""
@@ -135,21 +148,38 @@ class Inbox:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def hold_alone(self, key: str) -> bool:
+        """Whether the update ``key`` may be taken marked sent, as a command alone: no other
+        one so taken is unanswered. If so, it holds that place until it is answered or ends
+        (or :meth:`let_go`), so updates taken at the same moment are not marked too."""
+        if self._alone is not None:
+            return False
+        self._alone = key
+        return True
+
+    def let_go(self, key: str) -> None:
+        """The update ``key`` holds the place of the command alone no more."""
+        if self._alone == key:
+            self._alone = None
+
     @property
     def backlog(self) -> int:
         """How many kept updates are being carried out now."""
         return len(self._tasks)
 
     async def _carry_out(self, bot: Bot, update: Update, delivery: Delivery) -> None:
-        journal = _Journal(self._storage, delivery)
+        journal = _Journal(self._storage, delivery, self.let_go)
         _journal.set(journal)  # this task's context only
-        # a failure inside is the errors router's to answer; cancelled (a stop that ran out of
-        # time) leaves the mark open, so the next run finishes it
-        await self._dispatcher.feed_update(bot, update, delivery=delivery)
         try:
-            await journal.answered()  # written once: usually when the answer went out
-        except Exception:  # the update was carried out: it must not look like a crash
-            log.exception("could not mark update %s done", update.update_id)
+            # a failure inside is the errors router's to answer; cancelled (a stop that ran out
+            # of time) leaves the mark open, so the next run finishes it
+            await self._dispatcher.feed_update(bot, update, delivery=delivery)
+            try:
+                await journal.answered()  # written once: usually when the answer went out
+            except Exception:  # the update was carried out: it must not look like a crash
+                log.exception("could not mark update %s done", update.update_id)
+        finally:
+            self.let_go(delivery.key)
 
     def sweep_in_background(self, bot: Bot) -> None:
         """Adopt and finish what runs that died left: now, and every few seconds while other

@@ -198,9 +198,9 @@ class SqliteStorage:
     crash may lose the last ones. Where that matters the bot waits for the disk: the updates
     before Telegram is told they arrived (:meth:`flush`), the sent mark before a write to
     Bitrix24 (:meth:`sending`). The WAL is a log, so one sync keeps every commit before it;
-    and what is queued together shares one (a burst costs a sync, not one a command). A command
-    alone is taken already marked sent (see :class:`handlers.middlewares.Intake`), so its
-    update and its mark share one sync too.
+    and what is queued together shares one (a burst costs a sync, not one a command). A
+    transfer typed in full, alone, is taken already marked sent (see
+    :class:`handlers.middlewares.Intake`), so its update and its mark share one sync too.
     """
 
     shared = False  # one file serves one running bot

@@ -26,6 +26,14 @@ def _dialog(word: str) -> DialogRef | None:
         return None
 
 
+def _names_one(services: Services, words: str) -> bool:
+    try:
+        services.directory.resolve(words)
+    except (BadTarget, ResolveError):
+        return False
+    return True
+
+
 async def history(message: Message, command: CommandObject, services: Services, lang: Lang) -> None:
     """The last entries about one dialog (by CHAT_ID) or one operator or queue; a name may be
     several words (``/history Anna Smirnova``)."""
@@ -50,8 +58,9 @@ async def history(message: Message, command: CommandObject, services: Services, 
             await respond(message, replies.history_usage(lang, err))
             return
         except ResolveError as err:
-            # no one of that name: a name and a dialog ("anna 2043") were meant, one at a time
-            if several and any(_dialog(w) for w in words):
+            # no one of that name, but a name and a dialog ("anna 2043"): one at a time
+            name = " ".join(w for w in words if not _dialog(w))
+            if name != word and _names_one(services, name):
                 await respond(message, replies.history_usage(lang, "many"))
             else:
                 await respond(message, replies.unresolved(err, lang))

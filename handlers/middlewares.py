@@ -172,6 +172,22 @@ def _allowed(data: dict[str, Any], services: Services) -> bool:
     return verdict is Verdict.ALLOW
 
 
+def _typed_transfer(update: Update, services: Services) -> bool:
+    """Whether ``update`` is a transfer typed in full, dialogs and target: unless something
+    stops it, it writes right after its first look."""
+    message = update.message
+    if message is None or not message.text:
+        return False
+    word, _, args = message.text.partition(" ")
+    if word.split("@", 1)[0].lower() != "/transfer":
+        return False
+    try:
+        parsed = parse_transfer(args, DialogKind(services.config.dialog_numbers))
+    except UsageError:
+        return False
+    return bool(parsed.dialogs and parsed.words)
+
+
 async def _command(update: Update, services: Services) -> _Command:
     """What an acting update asks for: parsed from a command's text, or for a tap, what the
     tapped message's buttons (or, once they are gone, the message) are about."""
@@ -224,12 +240,22 @@ class Intake(BaseMiddleware):
         bot: Bot = data["bot"]
         key = update_key(bot.id, event.update_id)
         payload = event.model_dump_json(exclude_unset=True, exclude_none=True)
-        # a command alone is marked sent as it is kept: its first write follows within a round
-        # trip or two, and one sync keeps both. Under load its calls wait for the bucket, and a
-        # crash meanwhile should leave it to be carried out again: marked right before its
-        # first write instead
-        sent = _acts(event) and services.handoff.client.lone
-        mark = await services.storage.take(key, payload, sent=sent)
+        # a transfer typed in full, alone (no other in hand, the Bitrix24 client idle), is
+        # marked sent as it is kept: its first write follows its first look, and one sync keeps
+        # both. Anything else is marked right before its first write: under load calls wait for
+        # the bucket, and a crash meanwhile should leave the command to be carried out again
+        sent = (
+            _typed_transfer(event, services)
+            and services.handoff.client.lone
+            and self._inbox.hold_alone(key)
+        )
+        try:
+            mark = await services.storage.take(key, payload, sent=sent)
+        except BaseException:
+            self._inbox.let_go(key)
+            raise
+        if mark is not Mark.NEW:
+            self._inbox.let_go(key)
         if mark in (Mark.DONE, Mark.RUNNING):
             log.info("update %s delivered again: dropped", event.update_id)
             if _acts(event):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from bot.directory import Target
 from bot.inbox import update_key
+from bot.sandbox.portal import Fault
 from bot.storage import AuditEntry, Mark, SqliteStorage, utc_now
 from tests.conftest import ANNA, make_portal
 from tests.harness import CONFIG_YAML, OLGA, TOKEN, running_bot
@@ -148,6 +150,9 @@ async def test_history_of_a_queue_whose_name_has_a_number() -> None:
         await h.say("/transfer 2043 #support")
         reply = await h.say("/history Line 2")
         assert reply.plain_text.endswith("· 2043 «Ivan Petrov — WhatsApp» → Line 2 · moved · Olga")
+        # a slip in it gets "did you mean", not "one at a time"
+        slip = await h.say("/history Lne 2")
+        assert "Line 2" in slip.plain_text and "one name at a time" not in slip.plain_text
 
 
 async def test_history_passes_a_name_of_several_words_whole(
@@ -281,6 +286,29 @@ async def test_a_command_taken_marked_sent_is_never_carried_out_again(tmp_path: 
         assert await fresh.take("u:1:6", "{}") is Mark.RESUMED, "it sent nothing"
     finally:
         await fresh.close()
+
+
+async def test_of_commands_taken_together_only_the_first_is_marked_sent_as_it_is_kept(
+    tmp_path: Path,
+) -> None:
+    # the first is a command alone; the second, taken while the first is in hand, is marked
+    # right before its own write (a crash before it leaves it to be carried out again)
+    database = tmp_path / "handoff.sqlite3"
+    async with make_portal() as portal:
+        portal.inject(None, Fault.delay(1.0), times=10)  # every answer comes a second late
+        async with running_bot(portal, env={"STORAGE_PATH": str(database)}) as h:
+            h.telegram.send_message("/transfer 2043 @anna", user_id=OLGA)
+            h.telegram.send_message("/transfer 2044 @bob", user_id=OLGA)
+
+            def marks() -> list[tuple[str, int]]:
+                with sqlite3.connect(database) as db:
+                    return list(db.execute("SELECT key, sent FROM marks ORDER BY rowid"))
+
+            await h.telegram.wait_for(lambda: len(marks()) == 2)
+            assert [sent for _, sent in marks()] == [1, 0], "only the first, as it was kept"
+            await h.telegram.wait_for(lambda: len(h.telegram.messages_to(OLGA)) == 2, timeout=20)
+            assert [sent for _, sent in marks()] == [1, 1], "the second before its transfer"
+            assert portal.dialogs[2043].owner == ANNA
 
 
 async def test_a_command_left_too_long_ago_is_reported_not_carried_out(tmp_path: Path) -> None:

@@ -194,8 +194,9 @@ class BitrixClient:
 
     @property
     def lone(self) -> bool:
-        """Whether a call made now would be a lone one (few others under way, none just
-        before it), so it leaves at once rather than waiting to share a batch or the bucket."""
+        """Whether a call made now would leave at once rather than wait to share a batch or
+        for the bucket: nothing else of ours under way and the bucket nearly empty, or few
+        others under way and none just before it."""
         if self.batches is not None:
             return self.batches.lone()
         return self._limiter.has_capacity()
