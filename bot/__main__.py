@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -78,6 +79,14 @@ def _options(parser: argparse.ArgumentParser, names: Sequence[str], *, top: bool
         parser.add_argument(name, default=default, **_OPTIONS[name])
 
 
+def _version() -> str:
+    """The installed package's version (what a bug report should quote)."""
+    try:
+        return importlib.metadata.version("handoff-bot")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout never installed
+        return "unknown (not installed)"
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -85,6 +94,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "Without a subcommand it runs the bot.",
     )
     _options(parser, list(_OPTIONS), top=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="{run,demo,check,audit,directory,backup}")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:

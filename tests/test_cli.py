@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import subprocess
 import sys
 from pathlib import Path
@@ -340,3 +341,9 @@ def test_check_is_quiet_about_secrets_read_from_the_environment(tmp_path: Path) 
     sample = run_cli("check", "--config", "config.yaml", env=WARNING_FREE_ENV)
     assert sample.returncode == 0, sample.stderr
     assert warnings(sample) == []
+
+
+def test_version_is_the_installed_packages() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"python -m bot {importlib.metadata.version('handoff-bot')}"
