@@ -172,20 +172,13 @@ def _allowed(data: dict[str, Any], services: Services) -> bool:
     return verdict is Verdict.ALLOW
 
 
-def _typed_transfer(update: Update, services: Services) -> bool:
+async def _typed_transfer(update: Update, services: Services) -> bool:
     """Whether ``update`` is a transfer typed in full, dialogs and target: unless something
     stops it, it writes right after its first look."""
-    message = update.message
-    if message is None or not message.text:
+    if update.message is None or not _acts(update):
         return False
-    word, _, args = message.text.partition(" ")
-    if word.split("@", 1)[0].lower() != "/transfer":
-        return False
-    try:
-        parsed = parse_transfer(args, DialogKind(services.config.dialog_numbers))
-    except UsageError:
-        return False
-    return bool(parsed.dialogs and parsed.words)
+    command = await _command(update, services)
+    return command.action == "transfer" and bool(command.dialogs) and command.target != "-"
 
 
 async def _command(update: Update, services: Services) -> _Command:
@@ -245,7 +238,7 @@ class Intake(BaseMiddleware):
         # both. Anything else is marked right before its first write: under load calls wait for
         # the bucket, and a crash meanwhile should leave the command to be carried out again
         sent = (
-            _typed_transfer(event, services)
+            await _typed_transfer(event, services)
             and services.handoff.client.lone
             and self._inbox.hold_alone(key)
         )
