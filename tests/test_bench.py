@@ -84,6 +84,27 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert steady["claimed_not_done"] == 0
 
 
+def test_bounds_switch_off_each_part_and_every_command_is_still_answered() -> None:
+    """``bench/bounds.py``: each variant's parts exist in the bot (or it stops, naming the
+    one gone), and the bot answers every command with them switched off and back on."""
+    done = subprocess.run(
+        [sys.executable, "bench/bounds.py", "--quick", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])["bounds"]
+    from bench.bounds import VARIANTS
+
+    assert set(figures) == {*VARIANTS, "seconds"}
+    for name in VARIANTS:
+        assert figures[name]["failed"] == 0, name
+        assert figures[name]["samples"] == 20, name
+        assert set(figures[name]["gain_ms"]) == {"median", "min", "max"}, name
+
+
 def test_committed_results_have_every_figure() -> None:
     results = json.loads((ROOT / "bench" / "results.json").read_text(encoding="utf-8"))
     assert results["quick"] is False, "bench/results.json comes from a full run"
