@@ -116,14 +116,14 @@ async def one_variant(name: str, blocks: int) -> dict[str, Any]:
             clock = overhead.ReplyClock(stack.telegram)
             counter = itertools.count()
 
-            async def run(count: int, *, keep: bool) -> list[float]:
+            async def send(count: int, *, keep: bool) -> list[float]:
                 side.samples = []
                 for _ in range(count):
                     await overhead._one(side, clock, next(counter), keep=keep)
                     await asyncio.sleep(PERIOD_S)
                 return side.samples
 
-            await run(WARMUP, keep=False)
+            await send(WARMUP, keep=False)
             as_is: list[float] = []
             off: list[float] = []
             gains: list[float] = []  # per pair of blocks: p50 as is - p50 switched off
@@ -132,7 +132,7 @@ async def one_variant(name: str, blocks: int) -> dict[str, Any]:
                 pair: dict[bool, list[float]] = {}
                 for switched in (first_off, not first_off):
                     with switched_off(patches if switched else []):
-                        pair[switched] = await run(BLOCK, keep=True)
+                        pair[switched] = await send(BLOCK, keep=True)
                 as_is += pair[False]
                 off += pair[True]
                 gains.append(_stack.median(pair[False]) - _stack.median(pair[True]))
