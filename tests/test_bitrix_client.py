@@ -580,16 +580,17 @@ async def test_a_commands_next_call_right_after_its_last_goes_at_once(
 ) -> None:
     # a portal 0 ms away: the transfer comes right after the command's own look, with nothing
     # else of ours under way and the bucket nearly empty, so it does not wait for company
-    # (which it would, the bucket's quarter second here, with the quiet made long)
+    # (which it would, the 5 s the bucket takes to let one more request through at 0.2 a
+    # second, with the quiet made as long)
     monkeypatch.setattr(batching, "QUIET_S", 5.0)
-    portal = make_portal(leak_per_s=2.0, burst=50)
+    portal = make_portal(leak_per_s=0.2, burst=50)
     async with portal:
-        settings = bitrix_settings(portal.url, rate_per_s=2.0, burst=50, deadline_s=30.0)
+        settings = bitrix_settings(portal.url, rate_per_s=0.2, burst=50, deadline_s=30.0)
         async with BitrixClient(settings) as client:
             started = asyncio.get_running_loop().time()
             await client.dialog(2043)
             seen = await client.transfer(2043, TO_ANNA)
             waited = asyncio.get_running_loop().time() - started
     assert seen.after.owner_id == ANNA
-    assert waited < 0.2, f"{waited:.2f} s: it waited to share a batch"
+    assert waited < 2.5, f"{waited:.2f} s: it waited to share a batch"
     assert len([c for c in portal.calls if not c.in_batch]) == 2, "each call as it came"

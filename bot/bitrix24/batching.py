@@ -205,13 +205,14 @@ class BatchQueue:
         queued or under way, or few and none just before it (a command alone, or commands one
         at a time)."""
         alone = not self._queued and not self._unanswered
-        return self._alone(alone) or self._lone(asyncio.get_running_loop().time() - self._last_at)
+        gap = asyncio.get_running_loop().time() - self._last_at
+        return (alone and self._nearly_empty()) or self._lone(gap)
 
-    def _alone(self, alone: bool) -> bool:
+    def _nearly_empty(self) -> bool:
         # a command's next call comes one round trip after its last: with a portal a few
         # milliseconds away that is "just before"; alone, with the bucket nearly empty, it
         # still goes at once (a burst's first calls do too, a few at most)
-        return alone and self._limiter.has_capacity(self._limiter.max_rate - ALONE_REQUESTS)
+        return self._limiter.has_capacity(self._limiter.max_rate - ALONE_REQUESTS)
 
     def _lone(self, gap: float) -> bool:
         return self._queued + self._unanswered <= LONE_CALLS and gap >= LONE_GAP_S
@@ -223,7 +224,7 @@ class BatchQueue:
         alone = self._queued == len(self._queue[0]) and not self._unanswered
         return (
             self._limiter.has_capacity(self._limiter.max_rate)
-            or self._alone(alone)
+            or (alone and self._nearly_empty())
             or self._lone(self._gap)
         )
 
