@@ -44,7 +44,7 @@ class Delivery:
 
     key: str
     mark: Mark  # NEW, RESUMED (a dead run sent nothing) or CUT_OFF (it may have sent)
-    sent: bool = False  # taken marked sent already (NEW only): on disk with the next flush
+    sent: bool = False  # taken marked sent already (NEW only), and on disk
 
 
 class _Journal:
@@ -57,14 +57,13 @@ class _Journal:
         self._storage = storage
         self._key = delivery.key
         self._on_answered = on_answered
-        # taken marked sent: it is sent once it is on disk, which the flush that confirms it
-        # to Telegram sees to anyway; waited for from now on, beside the first look
-        self._sent = asyncio.ensure_future(storage.flush()) if delivery.sent else None
-        if self._sent is not None:  # a failure is the first write's to raise, if one comes
-            self._sent.add_done_callback(_retrieved)
+        self._marked = delivery.sent  # taken marked sent: on disk since the take returned
+        self._sent: asyncio.Future[None] | None = None
         self._answered: asyncio.Future[None] | None = None
 
     async def sending(self) -> None:
+        if self._marked:
+            return
         if self._sent is None:
             self._sent = asyncio.ensure_future(self._storage.sending(self._key))
         await asyncio.shield(self._sent)
@@ -74,11 +73,6 @@ class _Journal:
             self._on_answered(self._key)
             self._answered = asyncio.ensure_future(self._storage.done(self._key))
         await asyncio.shield(self._answered)
-
-
-def _retrieved(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 # The update a task carries out. A context variable, because the workflow that sends is shared

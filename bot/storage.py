@@ -102,7 +102,7 @@ class Storage(Protocol):
     async def take(self, key: str, payload: str, *, sent: bool = False) -> Mark:
         """Take the mark of an update and keep the update (the inbox), atomically, before
         Telegram is told it arrived; adopts it from a run that died. ``sent``: a new mark is
-        marked sent at once (on disk with the :meth:`flush` that follows)."""
+        marked sent at once, and is on disk when this returns."""
 
     async def sending(self, key: str) -> None:
         """A write to Bitrix24 for this update may go out now: never carry it out again
@@ -200,7 +200,9 @@ class SqliteStorage:
     Bitrix24 (:meth:`sending`). The WAL is a log, so one sync keeps every commit before it;
     and what is queued together shares one (a burst costs a sync, not one a command). A
     transfer typed in full, alone, is taken already marked sent (see
-    :class:`handlers.middlewares.Intake`), so its update and its mark share one sync too.
+    :class:`handlers.middlewares.Intake`), so its update and its mark share one sync, done
+    as it is taken. A flush with nothing taken since the last one costs no trip to the
+    storage thread.
     """
 
     shared = False  # one file serves one running bot
@@ -213,6 +215,11 @@ class SqliteStorage:
         self._db: sqlite3.Connection | None = None
         self._synced = 0  # the connection's total_changes at the last sync
         self._unsynced = False  # updates taken since the last sync (what a flush is for)
+        # the event loop's view: updates taken since the last flush asked for a sync, and that
+        # flush; a flush with nothing new waits for it, or for nothing, without a round trip
+        # to the storage thread
+        self._unflushed = False
+        self._flushing: asyncio.Future[None] | None = None
 
     async def _run(self, work: Callable[[sqlite3.Connection], T], sync: Sync = Sync.NO) -> T:
         """``work`` on the storage thread; ``sync``: whether it is on disk (with everything
@@ -317,17 +324,30 @@ class SqliteStorage:
     async def flush(self) -> None:
         """Wait until the updates taken so far are on disk (before Telegram is told they
         arrived): one sync for all of them, none when there are none."""
-        await self._run(lambda db: None, Sync.TAKEN)
+        if self._unflushed:
+            self._unflushed = False
+            self._flushing = asyncio.ensure_future(self._run(lambda db: None, Sync.TAKEN))
+        flushing = self._flushing
+        if flushing is None:
+            return
+        try:
+            await asyncio.shield(flushing)
+        except OSError:
+            self._unflushed = True  # not on disk: the next flush tries again
+            raise
 
     # ---- marks ------------------------------------------------------------------------
 
     async def take(self, key: str, payload: str, *, sent: bool = False) -> Mark:
         """Take the mark of an update and keep the update, in one statement each; one file
         serves one running bot, so a mark of another run is a mark of a run that died.
-        ``sent``: a new mark is marked sent at once.
+        ``sent``: a new mark is marked sent at once, and is on disk when this returns (a
+        transfer typed in full, alone: one sync keeps the update and the mark, before its
+        first look).
 
-        Not waited for on disk here: the updates of one ``getUpdates`` are taken one after
-        another, and :meth:`flush` keeps them all with one sync before Telegram hears of it.
+        Otherwise not waited for on disk here: the updates of one ``getUpdates`` are taken one
+        after another, and :meth:`flush` keeps them all with one sync before Telegram hears of
+        it.
         """
 
         def take(db: sqlite3.Connection) -> Mark:
@@ -355,6 +375,9 @@ class SqliteStorage:
             self._unsynced = True
             return Mark.CUT_OFF if was_sent else Mark.RESUMED
 
+        if sent:
+            return await self._run(take, Sync.NOW)
+        self._unflushed = True  # a flush from now on queues its sync after this take
         return await self._run(take)
 
     async def sending(self, key: str) -> None:

@@ -234,9 +234,10 @@ class Intake(BaseMiddleware):
         key = update_key(bot.id, event.update_id)
         payload = event.model_dump_json(exclude_unset=True, exclude_none=True)
         # a transfer typed in full, alone (no other in hand, the Bitrix24 client idle), is
-        # marked sent as it is kept: its first write follows its first look, and one sync keeps
-        # both. Anything else is marked right before its first write: under load calls wait for
-        # the bucket, and a crash meanwhile should leave the command to be carried out again
+        # marked sent as it is kept, and one sync keeps both before its first look (its first
+        # write follows that look at once). Anything else is marked right before its first
+        # write: under load calls wait for the bucket, and a crash meanwhile should leave the
+        # command to be carried out again
         sent = (
             await _typed_transfer(event, services)
             and services.handoff.client.lone

@@ -1,0 +1,115 @@
+"""When the SQLite storage waits for the disk: each ``fdatasync`` of its WAL counted, never
+timed. The bot as a process under strace is in test_fsyncs.py; these pin the rules down one
+call at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot import storage
+from bot.storage import Mark, SqliteStorage
+
+
+class Disk:
+    """``os.fdatasync`` as the storage thread calls it: counted, and held while ``gate`` is
+    clear (to catch a caller that does not wait); ``fail`` makes the next one fail."""
+
+    def __init__(self) -> None:
+        self.syncs = 0
+        self.started = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def fdatasync(self, fd: int) -> None:
+        self.started.set()
+        self.gate.wait(10)
+        if self.fail:
+            self.fail = False
+            raise OSError(5, "Input/output error")
+        self.syncs += 1
+
+
+@pytest.fixture
+def disk(monkeypatch: pytest.MonkeyPatch) -> Disk:
+    fake = Disk()
+    monkeypatch.setattr(storage.os, "fdatasync", fake.fdatasync)
+    return fake
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
+    kept = SqliteStorage(str(tmp_path / "handoff.sqlite3"), boot="this-run")
+    await kept.open()
+    try:
+        yield kept
+    finally:
+        await kept.close()
+
+
+async def test_a_transfer_taken_marked_sent_is_on_disk_when_the_take_returns(
+    store: SqliteStorage, disk: Disk
+) -> None:
+    assert await store.take("u:1:1", "{}", sent=True) is Mark.NEW
+    assert disk.syncs == 1, "the update and its sent mark, with one sync, before the look"
+    await store.flush()  # what confirms it to Telegram: nothing left to sync
+    assert disk.syncs == 1
+
+
+async def test_updates_taken_one_after_another_share_one_sync_at_the_flush(
+    store: SqliteStorage, disk: Disk
+) -> None:
+    for n in range(5):
+        assert await store.take(f"u:1:{n}", "{}") is Mark.NEW
+    assert disk.syncs == 0, "taking alone does not wait for the disk"
+    await store.flush()
+    assert disk.syncs == 1
+    await store.flush()
+    await store.flush()
+    assert disk.syncs == 1, "a flush with nothing new taken syncs nothing"
+
+
+async def test_a_flush_waits_for_the_sync_an_earlier_flush_started(
+    store: SqliteStorage, disk: Disk
+) -> None:
+    await store.take("u:1:1", "{}")
+    disk.gate.clear()  # the disk is slow
+    first = asyncio.ensure_future(store.flush())
+    assert await asyncio.to_thread(disk.started.wait, 10)
+    second = asyncio.ensure_future(store.flush())  # nothing new: it joins the first one's
+    await asyncio.sleep(0.2)
+    assert not first.done()
+    assert not second.done(), "it returned before the update was on disk"
+    disk.gate.set()
+    await asyncio.gather(first, second)
+    assert disk.syncs == 1
+
+
+async def test_a_failed_sync_is_raised_and_the_next_flush_syncs_again(
+    store: SqliteStorage, disk: Disk
+) -> None:
+    await store.take("u:1:1", "{}")
+    disk.fail = True
+    with pytest.raises(OSError):
+        await store.flush()
+    assert disk.syncs == 0
+    await store.flush()
+    assert disk.syncs == 1, "what the failed sync should have kept is kept now"
+
+
+async def test_the_sync_is_of_the_wal_file(store: SqliteStorage, tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    def fdatasync(fd: int) -> None:
+        seen.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(storage.os, "fdatasync", fdatasync)
+        await store.take("u:1:1", "{}", sent=True)
+    assert seen == [str(tmp_path / "handoff.sqlite3-wal")]
