@@ -1,18 +1,26 @@
-"""Overhead: end-to-end latency of ``/transfer <dialog> @anna`` against a fair minimal bot.
+"""Overhead: end-to-end latency of ``/transfer <dialog> @anna`` against fair minimal bots.
 
 Latency runs from the moment the update is injected into the fake Bot API until the fake
 receives the bot's reply (``sendMessage``): the real long poll, the REST calls, the storage
-and the reply are all in it. The baseline does the same job with nothing else: one
+and the reply are all in it. The baselines do the same job with nothing else: one
 ``Command("transfer")`` handler that parses the arguments with the product's parser and
 resolves the name in the same directory, makes the same calls ours makes: a look at the
 dialog first (``imopenlines.dialog.get``: a transfer to whoever holds it already is not a no-op
 for the customer, and a finished dialog answers ``true`` and moves nothing), then the transfer
 and a second look in one ``batch`` (``true`` is no proof of a move), read with the product's
 ``parse_dialog``; writes one row to a file-backed SQLite database in WAL mode (as deployed),
-and replies a fixed text. No access checks, inbox, audit trail, pacing or message catalogue:
-what it lacks is our own processing.
+and replies the line a supervisor needs (dialog, name, target) in HTML, as ours does. No
+access checks, audit trail, pacing, batching or message catalogue: what they lack is our own
+processing.
 
-Both bots use file-backed SQLite in a temporary folder, poll all the time (each its own
+- ``baseline`` (the fair one: same storage) keeps what ours keeps, the least way that keeps
+  the same promises: each update is written to its database, marked sent, and synced (one
+  ``fdatasync`` of the WAL) before it is carried out and before the next ``getUpdates``
+  confirms it; marked done once answered.
+- ``keeps_nothing``: the same bot without that inbox; its one row is synced as SQLite does by
+  default. Ours against it (``p50_ratio_vs_keeps_nothing``) shows what the inbox costs too.
+
+All three use file-backed SQLite in a temporary folder, poll all the time (each its own
 FakeTelegram, same settings) and call the same portal simulator, whose answers come after
 0 ms, then 50 ms (``latency_s``: a portal's round trip). Commands are sequential, one every
 ``PERIOD_S`` from ``SUPERVISORS`` supervisors in turn (so the bot's own pacing of a chat,
@@ -29,7 +37,9 @@ against none, the portal answering after 50 ms: (calls with N - calls with 0) / 
 from __future__ import annotations
 
 import asyncio
+import html
 import itertools
+import os
 import re
 import shutil
 import sqlite3
@@ -37,16 +47,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiogram import Dispatcher, Router
+from aiogram import BaseMiddleware, Bot, Dispatcher, Router
+from aiogram.client.default import DefaultBotProperties
+from aiogram.enums import ParseMode
 from aiogram.filters import Command, CommandObject
-from aiogram.types import Message
+from aiogram.types import Message, TelegramObject, Update
 
 from bot.bitrix24.batching import batch_params
 from bot.bitrix24.client import parse_dialog
@@ -60,6 +72,9 @@ except ModuleNotFoundError:  # run as a script: python bench/overhead.py
     import _stack  # type: ignore[no-redef]
 
 KEY = "overhead"
+# who is timed, in this order: ours, the fair baseline (keeps each update as ours does), and
+# the same without keeping updates (a row per move only)
+SIDES = ("ours", "baseline", "keeps_nothing")
 RTTS_MS = (0, 50)
 FIRST_DIALOG = 100_001
 REPLY_TIMEOUT_S = 15.0
@@ -85,29 +100,101 @@ class Side:
 
 
 class BaselineStore:
-    """One table in a file-backed SQLite database, WAL as deployed, written off the loop."""
+    """The baselines' storage: file-backed SQLite, WAL as deployed, written off the loop on one
+    thread: a row per move and, for the baseline that keeps what ours keeps, an inbox."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        """``synchronous``: SQLite's default, FULL, syncs every commit (the row is on disk
+        before the reply); NORMAL, as ours, syncs where :meth:`keep` says."""
+        self._wal = f"{path}-wal"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline-db")
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("CREATE TABLE IF NOT EXISTS moves (at REAL, chat INTEGER, target TEXT)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS inbox"
+            " (update_id INTEGER PRIMARY KEY, payload TEXT, done INTEGER NOT NULL DEFAULT 0)"
+        )
+
+    async def _run(self, work: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     async def record(self, chat: int, target: str) -> None:
         """One row, committed (autocommit) before the reply."""
+        await self._run(
+            lambda: self._db.execute(
+                "INSERT INTO moves VALUES (?, ?, ?)", (time.time(), chat, target)
+            )
+        )
 
-        def write() -> None:
-            self._db.execute("INSERT INTO moves VALUES (?, ?, ?)", (time.time(), chat, target))
+    async def keep(self, update_id: int, payload: str) -> bool:
+        """Keep an update on disk, as sent (it may write to Bitrix24 from now on): one INSERT
+        and one ``fdatasync`` of the WAL, in one go. False for one kept already."""
 
-        await asyncio.get_running_loop().run_in_executor(self._executor, write)
+        def write() -> bool:
+            new = self._db.execute(
+                "INSERT OR IGNORE INTO inbox (update_id, payload) VALUES (?, ?)",
+                (update_id, payload),
+            ).rowcount
+            wal = os.open(self._wal, os.O_RDONLY)
+            try:
+                os.fdatasync(wal)
+            finally:
+                os.close(wal)
+            return bool(new)
+
+        kept: bool = await self._run(write)
+        return kept
+
+    async def done(self, update_id: int) -> None:
+        """The update was carried out (committed, not synced: a kill -9 keeps it)."""
+        await self._run(
+            lambda: self._db.execute("UPDATE inbox SET done = 1 WHERE update_id = ?", (update_id,))
+        )
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
         self._db.close()
 
 
-def baseline_dispatcher(portal_url: str, directory: Directory) -> Dispatcher:
-    """The fair baseline: same parse, same calls (look; transfer + look), same storage kind."""
+class KeptFirst(BaseMiddleware):
+    """The durable baseline's inbox, the least that keeps ours' promises: each update is kept
+    on disk, marked sent, before it is carried out (in a task of its own) and before Telegram
+    hears it arrived (the next ``getUpdates`` waits: ``handle_as_tasks=False``); its mark is
+    done once it was carried out. A redelivery is dropped."""
+
+    def __init__(self, store: BaselineStore) -> None:
+        self._store = store
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> None:
+        assert isinstance(event, Update)
+        payload = event.model_dump_json(exclude_unset=True, exclude_none=True)
+        if not await self._store.keep(event.update_id, payload):
+            return
+
+        async def carry_out() -> None:
+            try:
+                await handler(event, data)
+            finally:
+                await self._store.done(event.update_id)
+
+        task = asyncio.create_task(carry_out())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def baseline_dispatcher(
+    portal_url: str, directory: Directory, kept_first: KeptFirst | None = None
+) -> Dispatcher:
+    """A baseline: same parse, same calls (look; transfer + look), a row in the same kind of
+    storage; with ``kept_first``, each update kept on disk first, as ours keeps it."""
     router = Router(name="baseline")
 
     @router.message(Command("transfer"))
@@ -132,11 +219,24 @@ def baseline_dispatcher(portal_url: str, directory: Directory) -> Dispatcher:
             answer = (await response.json())["result"]["result"]
         moved = parse_dialog(answer["c1"]).shows_move(target, before)
         await store.record(chat, target.name)
-        await message.answer("✅ Done" if moved else "❌ Not moved")
+        # the line a supervisor needs, in HTML as ours (the fake parses it, as Telegram would)
+        mark = "✅" if moved else "❌ Not moved:"
+        await message.answer(
+            f"{mark} Dialog {chat} «{html.escape(before.name)}» → {html.escape(target.name)}"
+        )
 
     dispatcher = Dispatcher(disable_fsm=True)  # as the bot's: no conversation states
+    if kept_first is not None:
+        dispatcher.update.outer_middleware(kept_first)
     dispatcher.include_router(router)
     return dispatcher
+
+
+def _baseline_bot(telegram: FakeTelegram) -> Bot:
+    """A baseline's bot: replies in HTML without link previews, as ours."""
+    return telegram.make_bot(
+        default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True)
+    )
 
 
 class ReplyClock:
@@ -188,60 +288,75 @@ async def _one(side: Side, clock: ReplyClock, n: int, *, keep: bool) -> None:
 
 
 async def one_run(rtt_ms: int, rounds: int, per_round: int, warmup: int) -> dict[str, Any]:
-    """Both bots on one portal answering after ``rtt_ms``; ours / baseline p50 and p99."""
+    """The three bots on one portal answering after ``rtt_ms``: p50 and p99 of each."""
     per_bot = rounds * per_round + warmup
-    ours_first, base_first = FIRST_DIALOG, FIRST_DIALOG + per_bot
     portal = _stack.make_portal(
-        _stack.guest_dialogs(FIRST_DIALOG, 2 * per_bot), latency_s=rtt_ms / 1000
+        _stack.guest_dialogs(FIRST_DIALOG, len(SIDES) * per_bot), latency_s=rtt_ms / 1000
     )
+    firsts = {name: FIRST_DIALOG + i * per_bot for i, name in enumerate(SIDES)}
+
+    def side(name: str, telegram: FakeTelegram) -> Side:
+        first = firsts[name]
+        return Side(
+            name,
+            telegram,
+            lambda n: f"/transfer {first + n} {target_word(n)}",
+            lambda m: m.plain_text.startswith("✅"),
+        )
+
     supervisors = [(supervisor(i), f"S{i}") for i in range(SUPERVISORS)]
     yaml_text = _stack.config_yaml(supervisors=supervisors, announce_to=None)
-    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as folder:
-        env = {"STORAGE_PATH": str(Path(folder) / "handoff.sqlite3")}
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as name:
+        folder = Path(name)
+        env = {"STORAGE_PATH": str(folder / "handoff.sqlite3")}
         async with _stack.running_stack(yaml_text, portal=portal, env=env) as stack:
-            ours = Side(
-                "ours",
-                stack.telegram,
-                lambda n: f"/transfer {ours_first + n} {target_word(n)}",
-                lambda m: m.plain_text.startswith("✅"),
-            )
-            store = BaselineStore(Path(folder) / "baseline.sqlite3")
+            directory = Directory.from_config(stack.config)
+            kept = BaselineStore(folder / "kept.sqlite3", synchronous="NORMAL")
+            rows = BaselineStore(folder / "rows.sqlite3")
             try:
                 async with (
-                    FakeTelegram(_stack.TOKEN, bot_username="baseline_bench_bot") as fake,
+                    FakeTelegram(_stack.TOKEN, bot_username="kept_bench_bot") as kept_tg,
+                    FakeTelegram(_stack.TOKEN, bot_username="rows_bench_bot") as rows_tg,
                     aiohttp.ClientSession() as http,
+                    _stack.polling(
+                        baseline_dispatcher(portal.url, directory, KeptFirst(kept)),
+                        _baseline_bot(kept_tg),
+                        kept_tg,
+                        handle_as_tasks=False,  # the next getUpdates waits for the keeping
+                        http=http,
+                        store=kept,
+                    ),
+                    _stack.polling(
+                        baseline_dispatcher(portal.url, directory),
+                        _baseline_bot(rows_tg),
+                        rows_tg,
+                        http=http,
+                        store=rows,
+                    ),
                 ):
-                    base = Side(
-                        "baseline",
-                        fake,
-                        lambda n: f"/transfer {base_first + n} {target_word(n)}",
-                        lambda m: m.plain_text.startswith("✅"),
-                    )
-                    dispatcher = baseline_dispatcher(
-                        portal.url, Directory.from_config(stack.config)
-                    )
-                    async with _stack.polling(
-                        dispatcher, fake.make_bot(), fake, http=http, store=store
-                    ):
-                        await _alternate(ours, base, rounds, per_round, warmup)
+                    sides = [
+                        side("ours", stack.telegram),
+                        side("baseline", kept_tg),
+                        side("keeps_nothing", rows_tg),
+                    ]
+                    await _alternate(sides, rounds, per_round, warmup)
             finally:
-                store.close()
+                kept.close()
+                rows.close()
             await stack.settle(10)
     return {
-        "ours_p50_ms": _stack.median(ours.samples),
-        "baseline_p50_ms": _stack.median(base.samples),
-        "ours_p99_ms": _stack.percentile(ours.samples, 99),
-        "baseline_p99_ms": _stack.percentile(base.samples, 99),
-        "samples": min(len(ours.samples), len(base.samples)),
-        "failed": ours.failed + base.failed,
+        "p50_ms": {s.name: _stack.median(s.samples) for s in sides},
+        "p99_ms": {s.name: _stack.percentile(s.samples, 99) for s in sides},
+        "samples": min(len(s.samples) for s in sides),
+        "failed": sum(s.failed for s in sides),
     }
 
 
-async def _alternate(ours: Side, base: Side, rounds: int, per_round: int, warmup: int) -> None:
-    """Warm both up, then ``rounds * per_round`` pairs: one command to each bot in turn (which
-    goes first alternates), so the machine's drifting speed falls on both alike."""
-    clocks = {side.name: ReplyClock(side.telegram) for side in (ours, base)}
-    counters = {side.name: itertools.count() for side in (ours, base)}
+async def _alternate(sides: list[Side], rounds: int, per_round: int, warmup: int) -> None:
+    """Warm all up, then ``rounds * per_round`` turns of one command to each bot in turn (who
+    goes first rotates), so the machine's drifting speed falls on all alike."""
+    clocks = {side.name: ReplyClock(side.telegram) for side in sides}
+    counters = {side.name: itertools.count() for side in sides}
     loop = asyncio.get_running_loop()
 
     async def one(side: Side, keep: bool) -> None:
@@ -250,10 +365,11 @@ async def _alternate(ours: Side, base: Side, rounds: int, per_round: int, warmup
         await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     for _ in range(warmup):
-        for side in (ours, base):
+        for side in sides:
             await one(side, keep=False)
-    for pair in range(rounds * per_round):
-        for side in (ours, base) if pair % 2 == 0 else (base, ours):
+    for turn in range(rounds * per_round):
+        shift = turn % len(sides)
+        for side in sides[shift:] + sides[:shift]:
             await one(side, keep=True)
 
 
@@ -343,11 +459,15 @@ async def run(quick: bool = False, runs: int = 5) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     for rtt_ms in RTTS_MS:
         results = [await one_run(rtt_ms, rounds, per_round, warmup) for _ in range(runs)]
+        p50 = [r["p50_ms"] for r in results]
+        p99 = [r["p99_ms"] for r in results]
         figures[f"rtt{rtt_ms}"] = {
-            "p50_ratio": _stack.spread([r["ours_p50_ms"] / r["baseline_p50_ms"] for r in results]),
-            "p99_ratio": _stack.spread([r["ours_p99_ms"] / r["baseline_p99_ms"] for r in results]),
-            "ours_p50_ms": _stack.spread([r["ours_p50_ms"] for r in results]),
-            "baseline_p50_ms": _stack.spread([r["baseline_p50_ms"] for r in results]),
+            "p50_ratio": _stack.spread([p["ours"] / p["baseline"] for p in p50]),
+            "p99_ratio": _stack.spread([p["ours"] / p["baseline"] for p in p99]),
+            "p50_ratio_vs_keeps_nothing": _stack.spread(
+                [p["ours"] / p["keeps_nothing"] for p in p50]
+            ),
+            **{f"{name}_p50_ms": _stack.spread([p[name] for p in p50]) for name in SIDES},
             "samples_per_run": results[0]["samples"],
             "failed": sum(r["failed"] for r in results),
         }
@@ -362,11 +482,13 @@ def _print(f: dict[str, Any]) -> None:
     fmt = _stack.fmt
     for rtt_ms in RTTS_MS:
         r = f[f"rtt{rtt_ms}"]
+        ratio, bare = r["p50_ratio"], r["p50_ratio_vs_keeps_nothing"]
         print(
-            f"overhead rtt {rtt_ms} ms: p50 ours {fmt(r['ours_p50_ms']['median'])} ms vs "
-            f"baseline {fmt(r['baseline_p50_ms']['median'])} ms, ratio "
-            f"{fmt(r['p50_ratio']['median'])} ({fmt(r['p50_ratio']['min'])}-"
-            f"{fmt(r['p50_ratio']['max'])}), failed {r['failed']}"
+            f"overhead rtt {rtt_ms} ms: p50 ours {fmt(r['ours_p50_ms']['median'])} ms, "
+            f"baseline {fmt(r['baseline_p50_ms']['median'])} ms, ratio {fmt(ratio['median'])} "
+            f"({fmt(ratio['min'])}-{fmt(ratio['max'])}); keeping nothing "
+            f"{fmt(r['keeps_nothing_p50_ms']['median'])} ms, ratio {fmt(bare['median'])} "
+            f"({fmt(bare['min'])}-{fmt(bare['max'])}); failed {r['failed']}"
         )
     print(f"overhead: fsyncs per command {f['fsyncs_per_command']} ({f['fsyncs_method']})")
 

@@ -20,6 +20,7 @@ from bench.table import lookup, table  # noqa: E402
 TIMED = (
     "overhead.rtt0.p50_ratio",
     "overhead.rtt50.p50_ratio",
+    "overhead.rtt0.p50_ratio_vs_keeps_nothing",
     "burst.n2000.vs_floor",
     *(
         f"steady.rate5.{bot}.{figure}"
