@@ -79,6 +79,10 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     assert results["quick"] is True
     _check_shape(results)
     # the runs moved what they were asked to, and nothing twice
+    for rtt in ("rtt0", "rtt50"):
+        overhead = results["overhead"][rtt]
+        assert overhead["failed"] == 0, rtt
+        assert overhead["baseline_unkept"] == 0, f"{rtt}: the fair baseline kept every update"
     assert results["burst"]["n2000"]["duplicate_calls"] == 0
     steady = results["steady"]["rate5"]["ours"]
     assert steady["moved"] == steady["commands"]
