@@ -181,6 +181,11 @@ def _settle(future: asyncio.Future[Any], result: object, error: BaseException | 
         future.set_result(result)
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def open_storage(settings: StorageSettings, boot: str) -> Storage:
     """The storage the config names: PostgreSQL for a ``url``, else the SQLite file."""
     if settings.url is not None:
@@ -327,6 +332,9 @@ class SqliteStorage:
         if self._unflushed:
             self._unflushed = False
             self._flushing = asyncio.ensure_future(self._run(lambda db: None, Sync.TAKEN))
+            # its callers may all be gone (cancelled) when it fails: the failure is theirs to
+            # raise, or nobody's, never an unretrieved-exception warning
+            self._flushing.add_done_callback(_retrieved)
         flushing = self._flushing
         if flushing is None:
             return
@@ -376,7 +384,13 @@ class SqliteStorage:
             return Mark.CUT_OFF if was_sent else Mark.RESUMED
 
         if sent:
-            return await self._run(take, Sync.NOW)
+            try:
+                return await self._run(take, Sync.NOW)
+            except BaseException:
+                # the row may be written and not synced (the sync failed): the next flush
+                # must sync it before Telegram hears of the update
+                self._unflushed = True
+                raise
         self._unflushed = True  # a flush from now on queues its sync after this take
         return await self._run(take)
 

@@ -5,6 +5,7 @@ call at a time."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import threading
 from collections.abc import AsyncIterator
@@ -62,6 +63,30 @@ async def test_a_transfer_taken_marked_sent_is_on_disk_when_the_take_returns(
     assert disk.syncs == 1
 
 
+async def test_a_take_marked_sent_returns_only_once_its_sync_is_done(
+    store: SqliteStorage, disk: Disk
+) -> None:
+    disk.gate.clear()  # the disk is slow
+    take = asyncio.ensure_future(store.take("u:1:1", "{}", sent=True))
+    assert await asyncio.to_thread(disk.started.wait, 10)
+    await asyncio.sleep(0.2)
+    assert not take.done(), "it returned before its update was on disk"
+    disk.gate.set()
+    assert await take is Mark.NEW
+    assert disk.syncs == 1
+
+
+async def test_a_take_marked_sent_whose_sync_failed_is_synced_by_the_next_flush(
+    store: SqliteStorage, disk: Disk
+) -> None:
+    disk.fail = True
+    with pytest.raises(OSError):
+        await store.take("u:1:1", "{}", sent=True)
+    assert disk.syncs == 0
+    await store.flush()  # what confirms the update to Telegram
+    assert disk.syncs == 1, "the update was confirmed without being on disk"
+
+
 async def test_updates_taken_one_after_another_share_one_sync_at_the_flush(
     store: SqliteStorage, disk: Disk
 ) -> None:
@@ -113,3 +138,23 @@ async def test_the_sync_is_of_the_wal_file(store: SqliteStorage, tmp_path: Path)
         patch.setattr(storage.os, "fdatasync", fdatasync)
         await store.take("u:1:1", "{}", sent=True)
     assert seen == [str(tmp_path / "handoff.sqlite3-wal")]
+
+
+async def test_a_failed_sync_nobody_waits_for_any_more_is_not_reported_unretrieved(
+    store: SqliteStorage, disk: Disk, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.take("u:1:1", "{}")
+    disk.gate.clear()
+    disk.fail = True
+    gone = asyncio.ensure_future(store.flush())
+    assert await asyncio.to_thread(disk.started.wait, 10)
+    gone.cancel()  # its caller stopped waiting (a shutdown, a timeout)
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    disk.gate.set()
+    await store.take("u:1:2", "{}")
+    await store.flush()  # another flush takes over; the failed one is nobody's now
+    assert disk.syncs == 1
+    gc.collect()
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text
