@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +66,7 @@ from bot.bitrix24.client import parse_dialog
 from bot.command import parse_transfer
 from bot.directory import Directory, Kind
 from bot.sandbox.telegram import FakeTelegram, SentMessage
+from handlers.middlewares import Handler
 
 try:
     from bench import _stack
@@ -145,8 +146,7 @@ class BaselineStore:
                 os.close(wal)
             return bool(new)
 
-        kept: bool = await self._run(write)
-        return kept
+        return bool(await self._run(write))
 
     async def done(self, update_id: int) -> None:
         """The update was carried out (committed, not synced: a kill -9 keeps it)."""
@@ -178,7 +178,7 @@ class KeptFirst(BaseMiddleware):
 
     async def __call__(
         self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        handler: Handler,
         event: TelegramObject,
         data: dict[str, Any],
     ) -> None:

@@ -14,7 +14,7 @@ never acts twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiogram import BaseMiddleware, Router
@@ -38,6 +38,7 @@ from handlers.keyboards import (
     TargetTap,
     tapped_kind,
 )
+from handlers.middlewares import Handler
 from handlers.respond import replace
 from handlers.work import Asker, carry_out, edited, fitting, key_of
 
@@ -89,7 +90,7 @@ class AnswerEveryTap(BaseMiddleware):
 
     async def __call__(
         self,
-        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        handler: Handler,
         event: TelegramObject,
         data: dict[str, Any],
     ) -> Any:

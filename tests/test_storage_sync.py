@@ -116,6 +116,24 @@ async def test_a_flush_waits_for_the_sync_an_earlier_flush_started(
     assert disk.syncs == 1
 
 
+async def test_a_flush_with_nothing_new_does_not_wait_behind_another_commands_write(
+    store: SqliteStorage, disk: Disk
+) -> None:
+    # the next getUpdates is not held up by an unrelated write stuck on a slow disk (here a
+    # command's sent mark): its updates are on disk already
+    await store.take("u:1:1", "{}")
+    await store.flush()
+    disk.gate.clear()
+    disk.started.clear()
+    marking = asyncio.ensure_future(store.sending("u:1:1"))
+    assert await asyncio.to_thread(disk.started.wait, 10)
+    await asyncio.wait_for(store.flush(), 2)
+    assert not marking.done()
+    disk.gate.set()
+    await marking
+    assert disk.syncs == 2
+
+
 async def test_a_failed_sync_is_raised_and_the_next_flush_syncs_again(
     store: SqliteStorage, disk: Disk
 ) -> None:
