@@ -1,9 +1,12 @@
 """Scale: big directories — config parse, "did you mean", a /reload's stall, memory.
 
 * ``n10000.parse_s``, ``n100000.parse_s``: ``parse_config`` of generated YAML text.
-* ``n100000.didyoumean_ms``: ``Directory.resolve`` of an unknown name (a typo), which computes
-  the "did you mean" suggestions; the median per call after a first miss (which may build an
-  index: ``didyoumean_first_ms``).
+* ``n100000.didyoumean_ms``: ``Directory.resolve`` of an unknown name (a typo, one letter
+  wrong), which computes the "did you mean" suggestions; the median per call after a first miss
+  (which may build an index: ``didyoumean_first_ms``). Beside it, not timed: of 60 such typos,
+  how many were offered the name meant (``didyoumean_offered``); and timed, typos two letters
+  wrong, one in each half of the name, which no name is one slip from
+  (``didyoumean_two_slips_ms``, and ``didyoumean_two_slips_offered`` of 60).
 * ``n10000.reload_stall_ms``: the running bot, started from a config file of 10k operators,
   reloads it (``App.reload``, what /reload and SIGHUP do) while a ticker task on the event
   loop notes how late each 1 ms sleep wakes up: the longest lateness.
@@ -19,7 +22,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import sys
@@ -34,7 +36,7 @@ OPERATORS = 10_000
 QUEUES = 50
 FIRST_BITRIX_ID = 100_000
 CHILD_TIMEOUT_S = 120.0
-MISSES = 16  # did-you-mean look-ups a run (a scan of 100k names takes a while each)
+MISSES = 16  # did-you-mean look-ups timed a run, of each kind
 SUPERVISOR_IDS = tuple(range(7_100_001, 7_100_007))
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parent.parent
@@ -52,6 +54,8 @@ class Roster:
     known: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    meant: dict[str, str] = field(default_factory=dict)  # a typo -> the key it misspells
+    two_slips: list[str] = field(default_factory=list)  # typos two letters wrong
 
 
 def _name(i: int) -> tuple[str, str]:
@@ -93,13 +97,26 @@ def generate(operators: int = OPERATORS, queues: int = QUEUES, seed: int = 7) ->
         spellings += [f"#line{j:03d}", f"queue:{10 + j}", f"l{j}x"]
     known = [rng.choice(spellings) for _ in range(2_000)]
     unknown: list[str] = []
+    meant: dict[str, str] = {}
+    # a "q" for a letter other than "k" (which it is spelt as in names): a typo, not a hit
     for key in rng.sample(keys, min(len(keys), 60)):
-        at = rng.randrange(2, len(key) - 1)
+        at = rng.choice([at for at in range(2, len(key) - 1) if key[at] != "k"])
         typo = key[:at] + "q" + key[at + 1 :]  # one letter wrong: "did you mean" finds it
         unknown.append(typo if len(unknown) % 2 else f"@{typo}")
+        meant[unknown[-1]] = key
+    two_slips: list[str] = []
+    for key in rng.sample(keys, min(len(keys), 60)):
+        half = len(key) // 2
+        wrong = [
+            rng.choice([at for at in span if key[at] != "k"])
+            for span in (range(1, half), range(half + 1, len(key)))
+        ]
+        typo = "".join("q" if at in wrong else c for at, c in enumerate(key))
+        two_slips.append(f"@{typo}")
+        meant[two_slips[-1]] = key
     unknown += ["zzqvx", "@nobody_here", "#noline", "qwertyuiop"]
     rng.shuffle(unknown)
-    return Roster("".join(op_lines), "".join(q_lines), known, unknown, keys)
+    return Roster("".join(op_lines), "".join(q_lines), known, unknown, keys, meant, two_slips)
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,20 +151,35 @@ def parse_seconds(yaml_text: str) -> tuple[float, Any]:
     return time.perf_counter() - started, config
 
 
-def didyoumean(config: Any, unknown: list[str]) -> tuple[float, float]:
-    """(first miss ms, median ms per miss after it) in a fresh directory of ``config``."""
-    from bot.directory import Directory, ResolveError
+def didyoumean(config: Any, roster: Roster) -> dict[str, float]:
+    """In a fresh directory of ``config``: the first miss (ms), the median ms per miss after it,
+    that of misses two letters wrong, and how many of the roster's typos, one and two letters
+    wrong, were offered the name meant."""
+    from bot.directory import Directory, UnknownName
 
     directory = Directory.from_config(config)
 
-    def miss(name: str) -> float:
+    def miss(name: str) -> tuple[float, bool]:
         started = time.perf_counter()
-        with contextlib.suppress(ResolveError):
+        try:
             directory.resolve(name)
-        return (time.perf_counter() - started) * 1000
+        except UnknownName as error:
+            offered = [target.key for target in error.candidates]
+        else:
+            offered = []
+        return (time.perf_counter() - started) * 1000, roster.meant.get(name) in offered
 
-    first = miss(unknown[0])
-    return first, _lib().median([miss(name) for name in unknown[1:MISSES]])
+    def offered(names: list[str]) -> float:
+        return sum(miss(name)[1] for name in names)
+
+    median = _lib().median
+    return {
+        "first": miss(roster.unknown[0])[0],
+        "one": median([miss(name)[0] for name in roster.unknown[1:MISSES]]),
+        "two": median([miss(name)[0] for name in roster.two_slips[:MISSES]]),
+        "one_offered": offered([name for name in roster.unknown if name in roster.meant]),
+        "two_offered": offered(roster.two_slips),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,7 +357,7 @@ async def run(quick: bool = False, runs: int = 5) -> dict[str, Any]:
         parse[n] = [seconds for seconds, _ in timed]
     big_config = timed[-1][1]  # the last parse's: no extra parse of 100k
     del timed
-    misses = [didyoumean(big_config, rosters[big].unknown) for _ in range(runs)]
+    misses = [didyoumean(big_config, rosters[big]) for _ in range(runs)]
     del big_config
     stalls = [await reload_stall_ms(texts[small]) for _ in range(runs)]
     del rosters, texts
@@ -351,8 +383,11 @@ async def run(quick: bool = False, runs: int = 5) -> dict[str, Any]:
         "n100000": {
             "operators": big,
             "parse_s": stack.spread(parse[big]),
-            "didyoumean_ms": stack.spread([m for _, m in misses]),
-            "didyoumean_first_ms": stack.spread([f for f, _ in misses], 1),
+            "didyoumean_ms": stack.spread([m["one"] for m in misses]),
+            "didyoumean_first_ms": stack.spread([m["first"] for m in misses], 1),
+            "didyoumean_offered": misses[0]["one_offered"],
+            "didyoumean_two_slips_ms": stack.spread([m["two"] for m in misses]),
+            "didyoumean_two_slips_offered": misses[0]["two_offered"],
         },
         "rss_ratio_10k": stack.spread(ratios),
         "rss_ratio_2": stack.spread(ratios_2),

@@ -18,6 +18,7 @@ from enum import StrEnum
 from operator import itemgetter
 
 from bot.config import Config
+from bot.slips import SlipIndex
 from bot.spelling import fold
 
 
@@ -137,6 +138,7 @@ class Directory:
             self._spellings.setdefault(name, []).append(target)
         for name, targets in full_names.items():
             self._spellings.setdefault(name, []).extend(targets)
+        self._slips = SlipIndex(self._spellings)
         self._grams: dict[str, list[str]] = {}  # letter triple -> spellings that contain it
         for spelling in self._spellings:
             for gram in _grams(spelling):
@@ -249,12 +251,23 @@ class Directory:
     ) -> tuple[Target, ...]:
         """The entries whose names are closest to ``name`` (in either script), best first.
 
-        Only spellings that share letter triples with ``name`` are compared closely, so a miss
-        costs about the same in a directory of ten thousand as in one of ten.
+        Names one slip away are what a thumb meant: when there are any, only they are offered.
+        Else the names sharing the most letter triples with ``name`` are compared closely. Both
+        are index look-ups, so a miss costs about the same among ten thousand names as ten.
         """
         word = fold(name)
-        likely = self._likely(word)
-        close = difflib.get_close_matches(word, likely, n=limit * 3, cutoff=0.6)
+        near, complete = self._slips.near(word)
+        found = self._closest(word, near, kinds, limit)
+        if len(found) == limit or (found and complete):
+            return found
+        return self._closest(word, [*near, *self._likely(word)], kinds, limit)
+
+    def _closest(
+        self, word: str, spellings: list[str], kinds: tuple[Kind, ...], limit: int
+    ) -> tuple[Target, ...]:
+        """At most ``limit`` entries of ``kinds`` among ``spellings``, the closest to ``word``
+        first, none much unlike it."""
+        close = difflib.get_close_matches(word, dict.fromkeys(spellings), n=limit * 3, cutoff=0.6)
         found: dict[Target, None] = {}  # ordered; a name thousands share fills it at once
         for spelling in close:
             for target in self._spellings[spelling]:
