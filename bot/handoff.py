@@ -10,9 +10,10 @@ decision here is unit-tested without a bot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
@@ -83,8 +84,9 @@ class Handoff:
 
     def __init__(self, client: BitrixClient) -> None:
         self._client = client
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._moved_at: dict[int, float] = {}  # CHAT_ID -> when a transfer of it last ended
+        self._locks = _DialogLocks()
+        # CHAT_ID -> when a transfer or finish of it last ended, in that order (oldest first)
+        self._moved_at: dict[int, float] = {}
 
     @property
     def client(self) -> BitrixClient:
@@ -100,25 +102,19 @@ class Handoff:
         again; a dialog another command moved since then is looked at afresh all the same.
         """
         started = time.monotonic()
-        try:
-            if looks is None:
-                looks = await self.looked(refs)
-            seen: set[int] = set()
-            jobs: list[Awaitable[Outcome]] = []
-            for ref, look in zip(refs, looks.items, strict=True):
-                if isinstance(look, BitrixError):
-                    jobs.append(_ready(Outcome(ref, Status.FAILED, error=look)))
-                elif look.chat_id in seen:
-                    jobs.append(_ready(Outcome(ref, Status.DUPLICATE, look)))
-                else:
-                    seen.add(look.chat_id)
-                    jobs.append(self._move(ref, look, target, looks.at))
-            outcomes = await _each(jobs)
-        finally:
-            # forget what no command in flight can need, so the tables do not grow forever
-            self._locks = {k: v for k, v in self._locks.items() if v.locked()}
-            stale = time.monotonic() - _MEMORY_S
-            self._moved_at = {k: v for k, v in self._moved_at.items() if v > stale}
+        if looks is None:
+            looks = await self.looked(refs)
+        seen: set[int] = set()
+        jobs: list[Awaitable[Outcome]] = []
+        for ref, look in zip(refs, looks.items, strict=True):
+            if isinstance(look, BitrixError):
+                jobs.append(_ready(Outcome(ref, Status.FAILED, error=look)))
+            elif look.chat_id in seen:
+                jobs.append(_ready(Outcome(ref, Status.DUPLICATE, look)))
+            else:
+                seen.add(look.chat_id)
+                jobs.append(self._move(ref, look, target, looks.at))
+        outcomes = await _each(jobs)
         for outcome in outcomes:
             _log(outcome, target, started)
         return outcomes
@@ -154,14 +150,14 @@ class Handoff:
             return Outcome(ref, Status.FAILED, error=look)
         if look.finished:
             return Outcome(ref, Status.CLOSED, look)
-        async with self._locks.setdefault(look.chat_id, asyncio.Lock()):
+        async with self._locks.holding(look.chat_id):
             try:
                 await before_write()
                 seen = await self._client.finish(look.chat_id)
             except BitrixError as err:
                 return Outcome(ref, Status.FAILED, look, err)
             finally:
-                self._moved_at[look.chat_id] = time.monotonic()
+                self._moved(look.chat_id)
         # a portal that does not report sessions cannot show it: its word has to do
         done = seen.after.finished or (seen.after.session_id is None and seen.unclear is None)
         return _judged(ref, look, seen, done, Status.FINISHED)
@@ -170,7 +166,7 @@ class Handoff:
         self, ref: DialogRef, dialog: Dialog, target: Target, looked_at: float
     ) -> Outcome:
         chat_id = dialog.chat_id
-        async with self._locks.setdefault(chat_id, asyncio.Lock()):
+        async with self._locks.holding(chat_id):
             if self._moved_at.get(chat_id, -1.0) >= looked_at:
                 # another command moved (or tried to) since we looked: our look is stale
                 try:
@@ -188,8 +184,44 @@ class Handoff:
             except BitrixError as err:
                 return Outcome(ref, Status.FAILED, dialog, err)
             finally:
-                self._moved_at[chat_id] = time.monotonic()
+                self._moved(chat_id)
             return _judged(ref, dialog, seen, seen.after.shows_move(target, dialog), Status.MOVED)
+
+    def _moved(self, chat_id: int) -> None:
+        """Note that a transfer or finish of ``chat_id`` just ended (looks from before it are
+        stale), and forget what no command in flight can need any more."""
+        now = time.monotonic()
+        self._moved_at.pop(chat_id, None)
+        self._moved_at[chat_id] = now  # the newest last: the stale ones lead
+        stale = now - _MEMORY_S
+        while (oldest := next(iter(self._moved_at))) != chat_id and self._moved_at[oldest] < stale:
+            del self._moved_at[oldest]
+
+
+class _DialogLocks:
+    """A lock per dialog, kept while some command holds it or waits for it, then dropped (the
+    table does not grow with every dialog ever moved)."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[asyncio.Lock, int]] = {}  # CHAT_ID -> lock, its users
+
+    @contextlib.asynccontextmanager
+    async def holding(self, chat_id: int) -> AsyncIterator[None]:
+        """Hold the lock of ``chat_id`` for the block."""
+        lock, users = self._held.get(chat_id) or (asyncio.Lock(), 0)
+        self._held[chat_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            users = self._held[chat_id][1] - 1
+            if users:
+                self._held[chat_id] = (lock, users)
+            else:  # no one holds it or waits for it: a command from now on makes a new one
+                del self._held[chat_id]
+
+    def __len__(self) -> int:
+        return len(self._held)
 
 
 def _judged(ref: DialogRef, before: Dialog, seen: Seen, done: bool, status: Status) -> Outcome:
