@@ -65,8 +65,8 @@ from bot.bitrix24.batching import batch_params
 from bot.bitrix24.client import parse_dialog
 from bot.command import parse_transfer
 from bot.directory import Directory, Kind
+from bot.inbox import Handler
 from bot.sandbox.telegram import FakeTelegram, SentMessage
-from handlers.middlewares import Handler
 
 try:
     from bench import _stack

@@ -12,23 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.middlewares.base import (
     BaseRequestMiddleware,
     NextRequestMiddlewareType,
 )
+from aiogram.dispatcher.middlewares.error import ErrorsMiddleware
 from aiogram.methods import EditMessageText, GetUpdates, SendMessage, TelegramMethod
 from aiogram.methods.base import Response, TelegramType
-from aiogram.types import Update
+from aiogram.types import TelegramObject, Update
 from pydantic import ValidationError
 
 from bot.storage import Mark, Storage
 
 log = logging.getLogger(__name__)
+
+# the rest of a dispatcher's middleware chain, as a middleware is handed it
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 SWEEP_S = 10.0  # how often to look for what a dead instance left (its heartbeat stops at 20 s)
 
@@ -129,15 +134,33 @@ class Inbox:
 
     def __init__(self, dispatcher: Dispatcher, storage: Storage) -> None:
         self._dispatcher = dispatcher
+        self._errors = ErrorsMiddleware(dispatcher)
         self._storage = storage
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._alone: str | None = None  # the update taken marked sent and not answered yet
 
     def start(self, bot: Bot, update: Update, delivery: Delivery) -> None:
-        """Carry ``update`` out in the background; its mark is done when it ends."""
+        """Carry ``update`` out in the background, through the dispatcher as if it had just
+        come (an update adopted from a run that died); its mark is done when it ends."""
+        self._spawn(
+            update, delivery, lambda: self._dispatcher.feed_update(bot, update, delivery=delivery)
+        )
+
+    def carry_on(
+        self, handler: Handler, update: Update, data: dict[str, Any], delivery: Delivery
+    ) -> None:
+        """Carry ``update`` out in the background from where its first pass through the
+        dispatcher stands: ``handler`` (the rest of the middleware chain and the routers) with
+        the ``data`` gathered so far, under aiogram's errors middleware, as the dispatcher runs
+        a handler. Its mark is done when it ends."""
+        self._spawn(update, delivery, lambda: self._errors(handler, update, data))
+
+    def _spawn(
+        self, update: Update, delivery: Delivery, work: Callable[[], Awaitable[Any]]
+    ) -> None:
         task = asyncio.get_running_loop().create_task(
-            self._carry_out(bot, update, delivery), name=f"update-{update.update_id}"
+            self._carry_out(update, delivery, work), name=f"update-{update.update_id}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -161,13 +184,15 @@ class Inbox:
         """How many kept updates are being carried out now."""
         return len(self._tasks)
 
-    async def _carry_out(self, bot: Bot, update: Update, delivery: Delivery) -> None:
+    async def _carry_out(
+        self, update: Update, delivery: Delivery, work: Callable[[], Awaitable[Any]]
+    ) -> None:
         journal = _Journal(self._storage, delivery, self.let_go)
         _journal.set(journal)  # this task's context only
         try:
             # a failure inside is the errors router's to answer; cancelled (a stop that ran out
             # of time) leaves the mark open, so the next run finishes it
-            await self._dispatcher.feed_update(bot, update, delivery=delivery)
+            await work()
             try:
                 await journal.answered()  # written once: usually when the answer went out
             except Exception:  # the update was carried out: it must not look like a crash

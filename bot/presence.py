@@ -60,9 +60,7 @@ class Presence:
 
         Never raises for the portal's sake and never waits more than a couple of seconds.
         """
-        ids = list(dict.fromkeys(t.bitrix_id for t in targets if t.kind is Kind.OPERATOR))
-        if not ids:
-            return {}
+        ids = _operator_ids(targets)
         known = self.known(ids)
         if len(known) == len(ids):  # all seen within the minute: no call, nothing to wait for
             return known
@@ -73,6 +71,13 @@ class Presence:
         except TimeoutError:
             self._failed("TIMEOUT", None, self._fresh_s)
         return self.known(ids)
+
+    def all_known(self, targets: Iterable[Target]) -> dict[int, bool] | None:
+        """What :meth:`of` would answer without a call, when every operator among ``targets``
+        was seen within the minute; else None."""
+        ids = _operator_ids(targets)
+        known = self.known(ids)
+        return known if len(known) == len(ids) else None
 
     def known(self, ids: Iterable[int]) -> dict[int, bool]:
         """The fresh statuses among ``ids`` (no call)."""
@@ -141,3 +146,7 @@ def _statuses(answer: Any) -> dict[int, bool] | None:
         if online in ("Y", "N"):
             found[user_id] = online == "Y"
     return found
+
+
+def _operator_ids(targets: Iterable[Target]) -> list[int]:
+    return list(dict.fromkeys(t.bitrix_id for t in targets if t.kind is Kind.OPERATOR))

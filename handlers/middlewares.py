@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +23,7 @@ from bot.command import (
     parse_finish,
     parse_transfer,
 )
-from bot.inbox import Delivery, Inbox, update_key
+from bot.inbox import Delivery, Handler, Inbox, update_key
 from bot.messages import Html, Lang, pick_language
 from bot.pending import Action
 from bot.services import Services
@@ -32,8 +32,6 @@ from handlers.keyboards import ConfirmTap, DialogTap, RetryTap, TargetTap
 from handlers.respond import respond
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
 class CurrentServices(BaseMiddleware):
@@ -212,12 +210,13 @@ class Intake(BaseMiddleware):
     """Keeps each update in the inbox, then carries it out once, across crashes and
     redeliveries.
 
-    First pass (from polling or the webhook): the update and its mark go to storage, and a
-    task of the inbox carries it out; only then does Telegram hear it arrived (polling reads
-    on, the webhook answers 200). Second pass (in that task, ``delivery`` set): a command a
-    dead run may have sent is not sent again: the supervisor is told, with the dialogs as they
-    are now; one older than ``stale_after_min`` (sent while the bot was down) is not carried
-    out: "send it again". A redelivery of an update taken already is dropped quietly.
+    As an update comes (from polling or the webhook): it and its mark go to storage, and a
+    task of the inbox carries it on from here; only then does Telegram hear it arrived
+    (polling reads on, the webhook answers 200). In that task, or in a pass of its own for an
+    update adopted from a run that died (``delivery`` set): a command a dead run may have sent
+    is not sent again: the supervisor is told, with the dialogs as they are now; one older
+    than ``stale_after_min`` (sent while the bot was down) is not carried out: "send it
+    again". A redelivery of an update taken already is dropped quietly.
     """
 
     def __init__(self, inbox: Inbox) -> None:
@@ -256,7 +255,14 @@ class Intake(BaseMiddleware):
                 command = await _command(event, services)
                 await services.storage.record(command.entries(event, data, "DUPLICATE")[:1])
             return None
-        self._inbox.start(bot, event, Delivery(key, mark, sent=sent and mark is Mark.NEW))
+        delivery = Delivery(key, mark, sent=sent and mark is Mark.NEW)
+
+        async def carried_out(update: TelegramObject, data: dict[str, Any]) -> Any:
+            assert isinstance(update, Update)
+            return await self._carry_out(handler, update, data, delivery)
+
+        # on from here, in a task of the inbox: no second pass through the dispatcher
+        self._inbox.carry_on(carried_out, event, data, delivery)
         return None
 
     async def _carry_out(

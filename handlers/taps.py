@@ -24,6 +24,7 @@ from aiogram.types import CallbackQuery, Message, TelegramObject, Update
 from bot.command import DialogKind, DialogRef
 from bot.directory import ResolveError, Target
 from bot.flow import Step, after_target, offline_first, picker_page, picker_targets
+from bot.inbox import Handler
 from bot.messages import Html, Lang
 from bot.pending import Action, Expired, NotOffered, Pending, Refused, Taken
 from bot.services import Services
@@ -38,7 +39,6 @@ from handlers.keyboards import (
     TargetTap,
     tapped_kind,
 )
-from handlers.middlewares import Handler
 from handlers.respond import replace
 from handlers.work import Asker, carry_out, edited, fitting, key_of
 

@@ -5,13 +5,14 @@ operator is offline)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from aiogram import Bot, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import InlineKeyboardMarkup, Message, Update
 
 from bot.bitrix24.client import Dialog
-from bot.command import DialogKind, UsageError, parse_transfer
+from bot.command import DialogKind, DialogRef, UsageError, parse_transfer
 from bot.directory import ResolveError, Target
 from bot.flow import (
     Misread,
@@ -25,6 +26,7 @@ from bot.flow import (
 from bot.handoff import Looks
 from bot.messages import Html, Lang
 from bot.pending import Action, Pending
+from bot.presence import Online
 from bot.services import Services
 from handlers import keyboards
 from handlers.respond import respond
@@ -77,12 +79,7 @@ async def transfer(
         return
     if plan.step is Step.EXECUTE:
         assert plan.target is not None
-        # where the dialogs are and whether the operator is online (offline: ask first),
-        # together: one round trip
-        looks, online = await asyncio.gather(
-            services.handoff.looked(plan.dialogs),
-            services.presence.of([plan.target]),
-        )
+        looks, online = await _looked_with_presence(services, plan.dialogs, plan.target)
         if offline_first(plan.target, looks.items, online):
             text = replies.offline(plan.dialogs, looks.items, plan.target, lang)
             confirm = Action.CONFIRM_TRANSFER
@@ -98,6 +95,20 @@ async def transfer(
         await done.note_if_unannounced(sent[-1], lang, services)
         return
     await _ask(message, plan, services, lang)
+
+
+async def _looked_with_presence(
+    services: Services, dialogs: Sequence[DialogRef], target: Target
+) -> tuple[Looks, Online]:
+    """Where the dialogs are, and whether the operator is online (offline: ask first); when
+    the portal must be asked both, together: one round trip."""
+    known = services.presence.all_known([target])
+    if known is not None:  # seen within the minute: no tasks to run the two side by side
+        return await services.handoff.looked(dialogs), known
+    looks, online = await asyncio.gather(
+        services.handoff.looked(dialogs), services.presence.of([target])
+    )
+    return looks, online
 
 
 async def _ask(message: Message, plan: Plan, services: Services, lang: Lang) -> None:

@@ -594,3 +594,29 @@ async def test_a_commands_next_call_right_after_its_last_goes_at_once(
     assert seen.after.owner_id == ANNA
     assert waited < 2.5, f"{waited:.2f} s: it waited to share a batch"
     assert len([c for c in portal.calls if not c.in_batch]) == 2, "each call as it came"
+
+
+async def test_a_caller_that_gives_up_on_a_batch_leaves_nothing_unread(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The batch's answer comes after its caller was cancelled: its calls' results, one of
+    them an error, are dropped quietly (no "exception was never retrieved"), and a call made
+    after it is answered as usual."""
+    import gc
+
+    portal = make_portal(latency_s=0.1)
+    async with portal, BitrixClient(bitrix_settings(portal.url)) as client:
+        calls = {"missing": ("imopenlines.dialog.get", {"CHAT_ID": 9999})}
+        calls["seen"] = ("imopenlines.dialog.get", {"CHAT_ID": 2043})
+        caller = asyncio.create_task(client.batch(calls))
+        while not portal.calls:  # noqa: ASYNC110 - the request is out (no event to wait on)
+            await asyncio.sleep(0.005)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+        await asyncio.sleep(0.2)  # the answer came meanwhile
+        assert (await client.dialog(2044)).owner_id == ANNA
+    del caller
+    gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert len(portal.calls_to("batch")) == 1

@@ -275,6 +275,26 @@ class BatchQueue:
             _settle(waiting, result)
 
 
+async def answered(group: list[Waiting]) -> list[Any]:
+    """Each call's result or its :class:`BitrixError`, once the group is answered.
+
+    A group's calls are settled together, in order, by the one request that carried them,
+    so waiting for the last one waits for all: one turn of the loop, where gathering every
+    future took two."""
+    try:
+        await group[-1].future
+    except asyncio.CancelledError:
+        for waiting in group:  # no one is left to read the others
+            waiting.future.cancel()
+        raise
+    except BitrixError:
+        pass  # read below, with the others
+    unsettled = [w.future for w in group if not w.future.done()]
+    if unsettled:  # not settled together after all: wait for each, as gathering would
+        await asyncio.wait(unsettled)
+    return [w.future.exception() or w.future.result() for w in group]
+
+
 def _settle(waiting: Waiting, result: Any) -> None:
     # a caller that gave up (cancelled) has no one left to tell
     if waiting.future.done():

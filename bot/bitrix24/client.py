@@ -24,7 +24,7 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 
 from bot.bitrix24.auth import Auth, OAuthAuth, WebhookAuth
-from bot.bitrix24.batching import BATCH, BatchQueue, Call, batch_params, batch_results
+from bot.bitrix24.batching import BATCH, BatchQueue, Call, answered, batch_params, batch_results
 from bot.bitrix24.codes import (
     BAD_RESPONSE,
     DIALOG_GET,
@@ -281,7 +281,7 @@ class BitrixClient:
             )
         if self.batches is not None:
             group = self.batches.submit_group(calls)
-            results = await asyncio.gather(*(w.future for w in group), return_exceptions=True)
+            results = await answered(group)
             deadline.extend(group[0].queued_s)
             self.metrics.bucket_wait_seconds.observe(group[0].queued_s)
             if group[0].request_error is not None:
