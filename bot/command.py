@@ -12,6 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import parse_qs, unquote
 
@@ -174,6 +175,7 @@ def _tokens(args: str | None) -> list[str]:
     return [t for t in _SEPARATORS.split(text) if t]
 
 
+@lru_cache(maxsize=64)  # each command is read twice: to keep it, then to carry it out
 def parse_transfer(args: str | None, bare_numbers: DialogKind = DialogKind.CHAT) -> TransferCommand:
     """Parse what follows ``/transfer``: dialogs, then the words that name the target.
 

@@ -78,6 +78,8 @@ def split_message(
     message are dropped: Telegram trims them anyway, and a blank message is refused.
     """
     raw_limit = _checked(limit, raw_limit)
+    if 2 * len(text) <= limit and len(text) <= raw_limit:
+        return [text]  # what shows is never longer than the HTML, a character two units at most
     chunks: list[tuple[str, bool]] = []  # each message, and whether it is blank
     current: list[str] = []
     width = size = 0

@@ -170,10 +170,11 @@ async def carry_out(
     done_refs = tuple(
         DialogRef(DialogKind.CHAT, o.dialog.chat_id) if o.dialog else o.ref for o in outcomes
     )
-    lines = replies.announcement(outcomes, target, asker.name, asker.lang)
     announced = None
-    if lines and services.announcer is not None and config.announce_to != asker.chat_id:
-        announced = services.announcer.announce(lines, done_refs)
+    if services.announcer is not None and config.announce_to != asker.chat_id:
+        lines = replies.announcement(outcomes, target, asker.name, asker.lang)
+        if lines:
+            announced = services.announcer.announce(lines, done_refs)
     not_moved = tuple(
         DialogRef(DialogKind.CHAT, o.dialog.chat_id)
         for o in outcomes

@@ -15,7 +15,7 @@ import pytest
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.methods import EditMessageText
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, Message
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bot.announcer import Announcer
@@ -219,6 +219,18 @@ def test_every_chunk_is_sendable_and_the_text_survives(
     fits = all(html_size(line)[0] <= limit and len(line) <= raw for line in lines)
     if fits and all(plain(line).strip() for line in lines):
         assert "\n".join(chunks) == "\n".join(lines), "split between lines, nothing changed"
+
+
+@given(TEXTS)
+@settings(deadline=None)
+def test_a_text_whose_html_fits_is_one_message_as_it_is(lines: list[str]) -> None:
+    """What shows is never longer than the HTML: a text whose HTML fits the limits goes out
+    whole, as written (the short replies skip the cutting, which this checks the long way)."""
+    text = "\n".join(lines)
+    units = len(text.encode("utf-16-le")) // 2
+    limit, raw_limit = max(units, 1), max(len(text), 1)
+    assume(2 * len(text) > limit)  # the cutting itself runs, not the shortcut
+    assert split_message(text, limit=limit, raw_limit=raw_limit) == [text]
 
 
 @settings(max_examples=300, deadline=None)
