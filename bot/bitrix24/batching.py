@@ -177,7 +177,8 @@ class BatchQueue:
         self._queued = 0
 
     async def _flush(self) -> None:
-        await asyncio.sleep(0)  # one turn of the loop: calls made in the same moment join in
+        # started by the first call queued, this runs a turn of the loop later: calls made in
+        # the same moment (a look and an online status, gathered) are queued by then
         while self._queue:
             if self._queued < MAX_BATCH and not self._at_once():
                 await self._gather()
