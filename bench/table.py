@@ -55,6 +55,14 @@ ROWS: tuple[tuple[str, str, str, int], ...] = (
     ("scale.n10000.parse_s", "config parse, 10k operators, s", "≤ 0.5", 3),
     ("scale.n100000.parse_s", "config parse, 100k operators, s", "≤ 5", 2),
     ("scale.n100000.didyoumean_ms", "did-you-mean at 100k operators, ms", "≤ 5", 3),
+    ("scale.n100000.didyoumean_offered", "did-you-mean: the name meant offered, of 60", "", 0),
+    (
+        "scale.n100000.didyoumean_two_slips_ms",
+        "did-you-mean, two letters wrong (none one slip away), ms",
+        "",
+        3,
+    ),
+    ("scale.n100000.didyoumean_two_slips_offered", "same: the name meant offered, of 60", "", 0),
     ("scale.n10000.reload_stall_ms", "longest event-loop stall in /reload, 10k, ms", "≤ 20", 1),
     ("scale.rss_ratio_10k", "peak RSS, 10k operators vs minimal bot", "", 2),
 )
