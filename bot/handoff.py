@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -86,7 +87,7 @@ class Handoff:
         self._client = client
         self._locks = _DialogLocks()
         # CHAT_ID -> when a transfer or finish of it last ended, in that order (oldest first)
-        self._moved_at: dict[int, float] = {}
+        self._moved_at: OrderedDict[int, float] = OrderedDict()
 
     @property
     def client(self) -> BitrixClient:
@@ -191,11 +192,11 @@ class Handoff:
         """Note that a transfer or finish of ``chat_id`` just ended (looks from before it are
         stale), and forget what no command in flight can need any more."""
         now = time.monotonic()
-        self._moved_at.pop(chat_id, None)
-        self._moved_at[chat_id] = now  # the newest last: the stale ones lead
+        self._moved_at[chat_id] = now
+        self._moved_at.move_to_end(chat_id)  # the newest last: the stale ones lead
         stale = now - _MEMORY_S
         while (oldest := next(iter(self._moved_at))) != chat_id and self._moved_at[oldest] < stale:
-            del self._moved_at[oldest]
+            self._moved_at.popitem(last=False)
 
 
 class _DialogLocks:

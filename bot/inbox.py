@@ -192,7 +192,11 @@ class Inbox:
         try:
             # a failure inside is the errors router's to answer; cancelled (a stop that ran out
             # of time) leaves the mark open, so the next run finishes it
-            await work()
+            try:
+                await work()
+            except Exception:  # the errors router failed too: said here, not lost with the task
+                log.exception("update %s failed, and could not be answered", update.update_id)
+                return
             try:
                 await journal.answered()  # written once: usually when the answer went out
             except Exception:  # the update was carried out: it must not look like a crash

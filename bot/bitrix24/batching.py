@@ -285,8 +285,9 @@ async def answered(group: list[Waiting]) -> list[Any]:
     try:
         await group[-1].future
     except asyncio.CancelledError:
-        for waiting in group:  # no one is left to read the others
-            waiting.future.cancel()
+        for waiting in group:  # no one is left to read them: unanswered, or read here
+            if not waiting.future.cancel() and not waiting.future.cancelled():
+                waiting.future.exception()
         raise
     except BitrixError:
         pass  # read below, with the others
