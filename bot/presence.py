@@ -60,10 +60,10 @@ class Presence:
 
         Never raises for the portal's sake and never waits more than a couple of seconds.
         """
-        ids = _operator_ids(targets)
-        known = self.known(ids)
-        if len(known) == len(ids):  # all seen within the minute: no call, nothing to wait for
+        known = self.all_known(targets)
+        if known is not None:  # all seen within the minute: no call, nothing to wait for
             return known
+        ids = _operator_ids(targets)
         try:
             async with asyncio.timeout(self._wait_s):
                 async with self._asking:

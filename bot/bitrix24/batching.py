@@ -279,9 +279,9 @@ class BatchQueue:
 async def answered(group: list[Waiting]) -> list[Any]:
     """Each call's result or its :class:`BitrixError`, once the group is answered.
 
-    A group's calls are settled together, in order, by the one request that carried them,
-    so waiting for the last one waits for all: one turn of the loop, where gathering every
-    future took two."""
+    A group's calls are settled together, in order, in one step (by the request that carried
+    them, or by :meth:`BatchQueue.close`), so waiting for the last one waits for all: one turn
+    of the loop, where gathering every future took two."""
     try:
         await group[-1].future
     except asyncio.CancelledError:
@@ -291,9 +291,6 @@ async def answered(group: list[Waiting]) -> list[Any]:
         raise
     except BitrixError:
         pass  # read below, with the others
-    unsettled = [w.future for w in group if not w.future.done()]
-    if unsettled:  # not settled together after all: wait for each, as gathering would
-        await asyncio.wait(unsettled)
     return [w.future.exception() or w.future.result() for w in group]
 
 
